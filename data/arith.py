@@ -1,0 +1,203 @@
+"""
+The built-in default task: multi-step arithmetic word problems (a classroom-sized cousin of GSM8K).
+
+Each problem is a short story with 2 or 3 steps (+, -, and now and then * by 2-5) and a question; the
+worked answer writes one equation per step and ends with "The answer is N.":
+
+    prompt:   "Question: Mia has 7 apples. She buys 5 more. Then she gives 3 to Leo.
+               How many apples does Mia have now?\\nAnswer:"
+    response: " 7 + 5 = 12. 12 - 3 = 9. The answer is 9."
+
+It is built to be learnable by a tiny GPT-2 trained from scratch on a CPU: a few fixed templates,
+start numbers 2-20, +/- operands 1-10, every intermediate result in 0..60 (re-drawn otherwise), so
+each number is one GPT-2 token (" 12") and a whole example is 45-78 tokens (median 59).
+
+Splits (JSONL, {"prompt", "response"} only), pairwise disjoint by prompt:
+    base  100000  pretraining the shipped base model      train  1000  the fine-tuning set
+    val      500  model selection                          test    500  final exact-match numbers
+All come from one seeded stream, drawn in the order test, val, train, base and skipping any prompt
+already used, so test/val/train do not change when --n-base does.
+
+Grading: extract_answer() takes the integer in the LAST "The answer is N" of a text; is_correct()
+compares it with the gold response's (a missing answer is always wrong).
+
+    python -m data.arith --out data/arith                    # writes base/train/val/test.jsonl
+    python -m data.arith --out /tmp/arith --n-base 1000 --seed 1
+    python -m pytest -q tests/test_arith.py
+"""
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+
+SPLITS = ("test", "val", "train", "base")  # generation order: the small splits first, so they stay fixed
+DEFAULT_SIZES = {"base": 100000, "train": 1000, "val": 500, "test": 500}
+MAX_VALUE = 60  # every intermediate result stays in 0..MAX_VALUE
+START_RANGE = (2, 20)
+OPERAND_RANGE = (1, 10)  # for + and -; small, so the model has few addition facts to learn
+FACTOR_RANGE = (2, 5)  # for *
+P_MUL = 0.15  # "occasionally" multiply
+
+NAMES = [("Mia", "she", "her"), ("Leo", "he", "him"), ("Ana", "she", "her"), ("Tom", "he", "him"),
+         ("Sara", "she", "her"), ("Ben", "he", "him"), ("Lily", "she", "her"), ("Sam", "he", "him"),
+         ("Emma", "she", "her"), ("Noah", "he", "him"), ("Zoe", "she", "her"), ("Max", "he", "him")]
+OBJECTS = ["apples", "pears", "marbles", "stickers", "books", "cookies", "coins", "pencils",
+           "shells", "cards"]  # plural = singular + "s", for "1 apple"
+# {s}: subject pronoun, {m}: object pronoun, {o}: the objects (singular when k == 1), {k}: the
+# operand, {f}: a friend's name
+ADD = ["{s} buys {k} more.", "{s} finds {k} more.", "{f} gives {m} {k} more.", "{s} gets {k} more {o}."]
+SUB = ["{s} gives {k} to {f}.", "{s} loses {k}.", "{s} sells {k} of them.", "{s} drops {k}.",
+       "{s} gives {k} {o} away."]
+MUL = ["the number of {o} is multiplied by {k}.", "{s} ends up with {k} times as many {o}."]
+START = ["{n} has {k} {o}.", "{n} starts with {k} {o}."]
+QUESTION = ["How many {o} does {n} have now?", "How many {o} does {n} have in the end?"]
+CONNECT = ["", "Then ", "After that "]  # step 1, step 2, step 3
+
+
+def _noun(plural, k):
+    return plural[:-1] if k == 1 else plural
+
+
+def _cap(s):
+    return s[0].upper() + s[1:]
+
+
+def make_problem(rng, n_steps):
+    """One problem with n_steps operations. Returns dict(prompt, response, answer)."""
+    name, subj, objp = rng.choice(NAMES)
+    obj = rng.choice(OBJECTS)
+    value = rng.randint(*START_RANGE)
+    story = [rng.choice(START).format(n=name, k=value, o=_noun(obj, value))]
+    steps = []
+    for i in range(n_steps):
+        friend = rng.choice([n for n, _, _ in NAMES if n != name])
+        while True:  # re-draw until the result is an integer in 0..MAX_VALUE
+            r = rng.random()
+            op = "*" if r < P_MUL else ("+" if r < (1 + P_MUL) / 2 else "-")
+            k = rng.randint(*(FACTOR_RANGE if op == "*" else OPERAND_RANGE))
+            new = value * k if op == "*" else value + k if op == "+" else value - k
+            if 0 <= new <= MAX_VALUE:
+                break
+        template = rng.choice(MUL if op == "*" else ADD if op == "+" else SUB)
+        noun = obj if op == "*" else _noun(obj, k)  # "3 times as many apples", "1 apple"
+        sentence = template.format(s=subj, m=objp, o=noun, k=k, f=friend)
+        story.append(_cap(CONNECT[min(i, 2)] + sentence))
+        steps.append(f"{value} {op} {k} = {new}.")
+        value = new
+    question = rng.choice(QUESTION).format(o=obj, n=name)
+    prompt = f"Question: {' '.join(story)} {question}\nAnswer:"
+    response = " " + " ".join(steps) + f" The answer is {value}."
+    return {"prompt": prompt, "response": response, "answer": value}
+
+
+def _stream(seed, steps):
+    rng = random.Random(seed)
+    while True:
+        yield make_problem(rng, rng.choice(steps))
+
+
+def generate(n, seed=0, steps=(2, 3), exclude=None):
+    """n distinct problems (by prompt) from a seeded stream; the number of steps is drawn from `steps`.
+
+    exclude: a set of prompts to skip; it is updated with the new prompts."""
+    seen = set() if exclude is None else exclude
+    out = []
+    for p in _stream(seed, tuple(steps)):
+        if len(out) == n:
+            break
+        if p["prompt"] not in seen:
+            seen.add(p["prompt"])
+            out.append(p)
+    return out
+
+
+def generate_splits(seed=0, sizes=None, steps=(2, 3)):
+    """{split: records} for SPLITS, from one stream, pairwise disjoint by prompt."""
+    sizes = {**DEFAULT_SIZES, **(sizes or {})}
+    stream, seen, splits = _stream(seed, tuple(steps)), set(), {}
+    for split in SPLITS:
+        recs = []
+        while len(recs) < sizes[split]:
+            p = next(stream)
+            if p["prompt"] not in seen:
+                seen.add(p["prompt"])
+                recs.append(p)
+        splits[split] = recs
+    return splits
+
+
+def _write_jsonl(path, records):
+    tmp = f"{path}.{os.getpid()}.tmp"  # unique per process: concurrent ranks never share a tmp file
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n")
+    os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+
+
+def write_splits(out_dir, seed=0, sizes=None, only=None):
+    """Write {out_dir}/{split}.jsonl for every split (or those in `only`). Returns {split: path}."""
+    t0 = time.time()
+    splits = generate_splits(seed, sizes)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for split in SPLITS:
+        if only is not None and split not in only:
+            continue
+        paths[split] = os.path.join(out_dir, f"{split}.jsonl")
+        _write_jsonl(paths[split], splits[split])
+        print(f"wrote {paths[split]} ({len(splits[split])} problems)", file=sys.stderr)
+    print(f"arith: seed {seed}, {time.time() - t0:.1f}s", file=sys.stderr)
+    return paths
+
+
+def ensure_default_data(out_dir="data/arith"):
+    """Generate the default splits on a fresh clone; files already there are left untouched."""
+    missing = [s for s in SPLITS if not os.path.exists(os.path.join(out_dir, f"{s}.jsonl"))]
+    if missing:
+        print(f"{out_dir}: missing {', '.join(m + '.jsonl' for m in missing)}; generating the default "
+              "arithmetic task (python -m data.arith --out " + out_dir + ")", file=sys.stderr)
+        write_splits(out_dir, only=missing)
+    return {s: os.path.join(out_dir, f"{s}.jsonl") for s in SPLITS}
+
+
+# "The answer is" then an integer: optional dollar sign, minus sign, thousands commas, and an
+# optional decimal part (a non-integer answer extracts as None rather than a wrong integer).
+_ANSWER = re.compile(r"the answer is:?\s*\$?\s*(-?\d+(?:,\d{3})*)(\.\d+)?", re.IGNORECASE)
+
+
+def extract_answer(text):
+    """The integer in the LAST "The answer is N" of text, or None."""
+    matches = _ANSWER.findall(text)
+    if not matches:
+        return None
+    number, frac = matches[-1]
+    if frac and frac.strip(".0"):
+        return None  # e.g. "The answer is 3.5": not an integer answer
+    return int(number.replace(",", ""))
+
+
+def is_correct(completion, gold_response):
+    """Exact match of the extracted integers; a missing answer (None) never matches."""
+    pred, gold = extract_answer(completion), extract_answer(gold_response)
+    return pred is not None and gold is not None and pred == gold
+
+
+def main():
+    p = argparse.ArgumentParser(description="Generate the arithmetic word-problem task as JSONL splits.")
+    p.add_argument("--out", default="data/arith", help="output directory for {base,train,val,test}.jsonl")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    for split in ("base", "train", "val", "test"):
+        p.add_argument(f"--n-{split}", type=int, default=DEFAULT_SIZES[split],
+                       help=f"number of {split} problems (default {DEFAULT_SIZES[split]})")
+    args = p.parse_args()
+    sizes = {s: getattr(args, f"n_{s}") for s in SPLITS}
+    if any(v < 0 for v in sizes.values()):
+        p.error("split sizes must be >= 0")
+    write_splits(args.out, args.seed, sizes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""
+The data format, in one place: reading JSONL, tokenizing with truncation, and building batches.
+
+Two JSONL formats (one JSON object per line; blank lines are skipped; extra keys are ignored):
+
+    SFT-style         {"prompt": "Question: ...\\nAnswer:", "response": " 7 + 5 = 12. The answer is 12."}
+    preference-style  {"prompt": "...", "chosen": "...", "rejected": "..."}
+
+A file holds one kind only (detected from its first record, or forced with kind="sft"/"pref").
+Every text field must be a string that is non-empty after stripping whitespace. Bad input raises
+DataError with "path:line: what was expected", e.g.
+    data/train.jsonl:17: expected a JSON object with string fields "prompt" and "response", got keys ['prompt']
+
+Tokenization of one example (prompt and response are encoded separately, then concatenated, so the
+prompt/response boundary is exact; "<|endoftext|>" written inside the text is plain text, never the
+special token):
+
+    ids = enc(prompt) + enc(response) + [EOT]              n_prompt = len(enc(prompt))
+
+Scored tokens are the response tokens and the closing EOT. Truncation when len(ids) > max_len:
+  1. keep the END of the prompt: cut tokens from its start, only as many as needed, but never below
+     max_prompt_len tokens (a prompt already shorter than max_prompt_len is never cut);
+  2. if it still does not fit, cut the END of response+[EOT] at max_len: a cut response has no EOT.
+So a response is cut only when the prompt, already at max_prompt_len, leaves too little room.
+Sampled negatives that stopped at max_new_tokens carry no EOT (eos=False): nothing is appended.
+
+Batch / label convention (collate): for ids of length L, inputs x = ids[:-1], targets y = ids[1:],
+mask[t] = True iff y[t] is scored, i.e. t + 1 >= n_prompt. Right-padded with EOT in x and y, mask
+False on padding. x (N, T) long, y (N, T) long, mask (N, T) bool, T = max L - 1.
+
+    python -m data.format data/arith/train.jsonl --max-len 256 --max-prompt-len 128   # check a file
+    python -m pytest -q tests/test_format.py
+"""
+import argparse
+import json
+from typing import NamedTuple
+
+import torch
+
+from data.tokenizer import EOT, get_tokenizer
+
+FIELDS = {"sft": ("prompt", "response"), "pref": ("prompt", "chosen", "rejected")}
+RESPONSE_FIELDS = {"sft": ("response",), "pref": ("chosen", "rejected")}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and line and says what was expected."""
+
+
+class Jsonl(NamedTuple):
+    kind: str  # "sft" or "pref"
+    records: list  # dicts holding only the keys of FIELDS[kind]
+
+
+def _expected(kind):
+    names = " and ".join(f'"{f}"' for f in FIELDS[kind]) if kind == "sft" else \
+        '"prompt", "chosen" and "rejected"'
+    return f"expected a JSON object with string fields {names}"
+
+
+def _detect_kind(obj):
+    # chosen+rejected wins: a preference record may carry an extra "response" key, which is ignored.
+    if "chosen" in obj and "rejected" in obj:
+        return "pref"
+    if "response" in obj:
+        return "sft"
+    return None
+
+
+def load_jsonl(path, kind=None) -> Jsonl:
+    """Read and validate a JSONL file. Returns Jsonl(kind, records); `kind, records = load_jsonl(p)`."""
+    if kind not in (None, "sft", "pref"):
+        raise ValueError(f'kind must be None, "sft" or "pref", got {kind!r}')
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file, expected a JSONL file") from None
+    records, first_line = [], None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if lineno == 1:
+                line = line.lstrip("\ufeff")  # tolerate a byte-order mark
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: {_expected(kind or 'sft')}, got {type(obj).__name__}")
+            if kind is None:  # auto-detect from the first record
+                kind = _detect_kind(obj)
+                if kind is None:
+                    raise DataError(f'{where}: {_expected("sft")} (or "prompt", "chosen", "rejected"),'
+                                    f" got keys {sorted(obj)}")
+            if first_line is None:
+                first_line = lineno
+            fields = FIELDS[kind]
+            if not all(k in obj for k in fields):
+                other = "pref" if kind == "sft" else "sft"
+                if _detect_kind(obj) == other:
+                    raise DataError(f"{where}: {other}-style record in a {kind}-style file (line "
+                                    f"{first_line} was {kind}-style); a file holds one kind only")
+                raise DataError(f"{where}: {_expected(kind)}, got keys {sorted(obj)}")
+            for k in fields:
+                if not isinstance(obj[k], str):
+                    raise DataError(f'{where}: field "{k}" must be a string, got {type(obj[k]).__name__}')
+                if not obj[k].strip():
+                    raise DataError(f'{where}: empty "{k}"')
+            records.append({k: obj[k] for k in fields})
+    if not records:
+        raise DataError(f"{path}: empty file, expected JSONL")
+    return Jsonl(kind, records)
+
+
+def encode_ids(prompt_ids, response_ids, max_len, max_prompt_len, eos=True):
+    """Token-level tokenization + truncation (see module docstring).
+
+    Returns (ids, n_prompt, truncated). eos=False: the response gets no EOT (a sampled negative that
+    ran out of tokens)."""
+    if not 1 <= max_prompt_len < max_len:
+        raise ValueError(f"need 1 <= max_prompt_len < max_len, got max_prompt_len={max_prompt_len}, "
+                         f"max_len={max_len}")
+    if len(prompt_ids) == 0:
+        # the first response token is predicted from the last prompt token: no prompt, no score
+        raise ValueError("empty prompt: at least one prompt token is needed to score the response")
+    tail = list(response_ids) + ([EOT] if eos else [])
+    if len(tail) == 0:
+        raise ValueError("empty response with eos=False: nothing to score")
+    prompt_ids = list(prompt_ids)
+    if len(prompt_ids) + len(tail) <= max_len:
+        return prompt_ids + tail, len(prompt_ids), False
+    # 1. keep the end of the prompt: drop from its start only what is needed, never below max_prompt_len
+    keep = min(len(prompt_ids), max(max_prompt_len, max_len - len(tail)))
+    prompt_ids = prompt_ids[len(prompt_ids) - keep:]
+    # 2. cut the end of response+EOT (a no-op if the prompt cut was enough); a cut response has no EOT
+    tail = tail[:max_len - keep]
+    return prompt_ids + tail, keep, True
+
+
+def encode_example(tok, prompt, response, max_len, max_prompt_len, eos=True):
+    """Text-level encode_ids. Uses encode_ordinary: "<|endoftext|>" in the text stays plain text."""
+    return encode_ids(tok.encode_ordinary(prompt), tok.encode_ordinary(response), max_len,
+                      max_prompt_len, eos=eos)
+
+
+def encode_records(tok, records, max_len, max_prompt_len, field="response", eos=True):
+    """Tokenize records[i]["prompt"] + records[i][field] for a whole list.
+
+    Returns (seqs, n_truncated), seqs a list of (ids, n_prompt, truncated) that collate accepts. For
+    preference data call it once with field="chosen" and once with field="rejected"."""
+    prompts = tok.encode_ordinary_batch([r["prompt"] for r in records])
+    responses = tok.encode_ordinary_batch([r[field] for r in records])
+    seqs = [encode_ids(p, r, max_len, max_prompt_len, eos=eos) for p, r in zip(prompts, responses)]
+    return seqs, sum(s[2] for s in seqs)
+
+
+def truncation_report(n_truncated, n_total, max_len, max_prompt_len=None, what="examples"):
+    """One line for the log, e.g. 'cut 3 of 1000 examples to max_len=256 (max_prompt_len=128)'."""
+    extra = f" (max_prompt_len={max_prompt_len})" if max_prompt_len is not None else ""
+    return f"cut {n_truncated} of {n_total} {what} to max_len={max_len}{extra}"
+
+
+def collate(seqs, pad_id=EOT):
+    """seqs: list of (ids, n_prompt[, ...]) -> x (N, T) long, y (N, T) long, mask (N, T) bool.
+
+    x = ids[:-1], y = ids[1:], mask[t] = t + 1 >= n_prompt; right-padded with pad_id, mask False there."""
+    if len(seqs) == 0:
+        raise ValueError("collate: empty batch")
+    T = max(len(s[0]) for s in seqs) - 1
+    x = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # (N, T)
+    y = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # (N, T)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)  # (N, T)
+    for i, s in enumerate(seqs):
+        ids, n_prompt = s[0], s[1]
+        L = len(ids)
+        if not 1 <= n_prompt < L:
+            raise ValueError(f"collate: sequence {i} has n_prompt={n_prompt} and length {L}; need "
+                             "1 <= n_prompt < length (a prompt token, and at least one scored token)")
+        t = torch.as_tensor(ids, dtype=torch.long)  # (L,)
+        x[i, :L - 1] = t[:-1]
+        y[i, :L - 1] = t[1:]
+        # y[t] = ids[t+1] is a response token (or the closing EOT) iff t + 1 >= n_prompt
+        mask[i, n_prompt - 1:L - 1] = True
+    return x, y, mask
+
+
+def main():
+    p = argparse.ArgumentParser(description="Validate a JSONL file and report token lengths and truncation.")
+    p.add_argument("path", help="JSONL file, SFT-style or preference-style")
+    p.add_argument("--kind", choices=["sft", "pref"], default=None,
+                   help="force the format instead of detecting it from the first record")
+    p.add_argument("--max-len", type=int, default=256, help="max tokens per example (prompt+response+EOT)")
+    p.add_argument("--max-prompt-len", type=int, default=128, help="the prompt is never cut below this")
+    args = p.parse_args()
+    kind, records = load_jsonl(args.path, args.kind)
+    tok = get_tokenizer()
+    print(f"{args.path}: {len(records)} {kind}-style records")
+    for field in RESPONSE_FIELDS[kind]:
+        seqs, n_cut = encode_records(tok, records, args.max_len, args.max_prompt_len, field=field)
+        lens = sorted(len(s[0]) for s in seqs)
+        print(f"  prompt+{field}+EOT tokens: median {lens[len(lens) // 2]}, max {lens[-1]}; "
+              + truncation_report(n_cut, len(seqs), args.max_len, args.max_prompt_len))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""eval.py: held-out NLL equals a hand computation over the scored positions only, batching and ranks
+do not change the numbers, preference accuracy and exact match on hand-made cases, and the CLI prints
+one side-by-side table (+ JSON) for several checkpoints."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import eval as ev
+from data.tokenizer import EOT, get_tokenizer
+from model import GPT, config_for
+
+RECORDS = [  # uneven lengths, so batches are padded
+    {"prompt": "Question: Mia has 7 apples. She buys 5 more. How many apples does Mia have now?\nAnswer:",
+     "response": " 7 + 5 = 12. The answer is 12."},
+    {"prompt": "Question: Leo has 3 coins.\nAnswer:", "response": " The answer is 3."},
+    {"prompt": "Q: 2+2?\nA:", "response": " 2 + 2 = 4. So that makes four, and the answer is 4."},
+    {"prompt": "Question: Zoe starts with 9 cards. She loses 2. How many?\nAnswer:", "response": " 9 - 2 = 7."},
+    {"prompt": "Hi", "response": " there, friend"},
+]
+NEGS = [[([11, 12, 13], True), ([14], False)], [([15, 16], True)], [], [([17] * 9, False), ([18], True), ([19], True)],
+        [([20, 21], True)]]  # per example: (token ids, eos); counts vary, one example has none
+KW = dict(max_len=64, max_prompt_len=32)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return GPT(config_for("tiny")).eval()
+
+
+def hand_logp(model, prompt_ids, resp_ids):
+    """Summed log-prob of resp_ids after prompt_ids, straight from log_softmax(model(ids))."""
+    ids = torch.tensor(prompt_ids + resp_ids)
+    lp = model(ids[None, :-1])[0].log_softmax(-1)  # (L-1, V)
+    return sum(lp[t - 1, ids[t]].item() for t in range(len(prompt_ids), len(ids)))
+
+
+def close(a, b, tol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=tol, abs=tol), k
+
+
+def test_nll_matches_hand_computation():
+    model, tok = tiny(), get_tokenizer()
+    recs = RECORDS[:2]
+    m = ev.evaluate(model, recs, max_new_tokens=4, progress=False, **KW)
+    lps, n = [], 0
+    for r in recs:
+        resp = tok.encode_ordinary(r["response"]) + [EOT]  # scored: response tokens + EOT, never the prompt
+        lps.append(hand_logp(model, tok.encode_ordinary(r["prompt"]), resp))
+        n += len(resp)
+    assert m["n_tokens"] == n and m["n_examples"] == 2
+    assert m["nll"] == pytest.approx(-sum(lps) / n, rel=1e-5)
+    assert m["ppl"] == pytest.approx(math.exp(-sum(lps) / n), rel=1e-5)
+    assert m["logp/pos"] == pytest.approx(sum(lps) / 2, rel=1e-5)
+    assert "exact_match" in m and "pref_acc" not in m  # auto: every response holds "The answer is"
+
+
+def test_batch_size_does_not_change_metrics():
+    model = tiny()
+    a = ev.evaluate(model, RECORDS, NEGS, exact_match=False, batch_size=1, progress=False, **KW)
+    b = ev.evaluate(model, RECORDS, NEGS, exact_match=False, batch_size=3, progress=False, **KW)
+    close(a, b)
+    assert a["n_pairs"] == 7 and "exact_match" not in a
+
+
+def test_negatives_and_preference_data_by_hand():
+    model, tok = tiny(), get_tokenizer()
+    pos, neg = [], []
+    for r, negs in zip(RECORDS, NEGS):
+        p = tok.encode_ordinary(r["prompt"])
+        pos.append(hand_logp(model, p, tok.encode_ordinary(r["response"]) + [EOT]))
+        neg.append([hand_logp(model, p, ids + ([EOT] if eos else [])) for ids, eos in negs])
+    m = ev.evaluate(model, RECORDS, NEGS, exact_match=False, progress=False, **KW)
+    flat = [(pi, nj) for pi, ns in zip(pos, neg) for nj in ns]
+    assert m["logp/neg"] == pytest.approx(sum(nj for _, nj in flat) / len(flat), rel=1e-5)
+    assert m["pref_acc"] == pytest.approx(sum(pi > nj for pi, nj in flat) / len(flat))
+    # preference-style records: the rejected response is the one negative
+    prefs = [{"prompt": r["prompt"], "chosen": r["response"], "rejected": " no idea"} for r in RECORDS]
+    rej = [hand_logp(model, tok.encode_ordinary(r["prompt"]), tok.encode_ordinary(" no idea") + [EOT]) for r in RECORDS]
+    m = ev.evaluate(model, prefs, exact_match=False, progress=False, **KW)
+    assert m["n_pairs"] == 5 and m["logp/neg"] == pytest.approx(sum(rej) / 5, rel=1e-5)
+    assert m["pref_acc"] == pytest.approx(sum(a > b for a, b in zip(pos, rej)) / 5)
+
+
+def test_train_mode_restored():
+    model = tiny().train()
+    ev.evaluate(model, RECORDS[:1], exact_match=False, progress=False, **KW)
+    assert model.training
+
+
+def test_preference_accuracy_by_hand():
+    nan = float("nan")
+    pos = torch.tensor([-1.0, -5.0, -3.0])
+    neg = torch.tensor([[-2.0, -0.5], [-6.0, nan], [-3.0, nan]])  # win, loss | win | tie (= loss)
+    assert ev.preference_accuracy(pos, neg) == pytest.approx(2 / 4)
+    assert math.isnan(ev.preference_accuracy(pos, torch.full((3, 1), nan)))
+    # summed vs length-normalized disagree: -10 over 10 tokens (-1/token) vs -6 over 3 tokens (-2/token)
+    m = ev.compute_metrics(torch.tensor([-10.0]), torch.tensor([10.0]), torch.tensor([[-6.0, 0.0]]),
+                           torch.tensor([[3.0, 0.0]]))  # second slot: no negative
+    assert m["pref_acc"] == 0.0 and m["pref_acc/avg"] == 1.0 and m["n_pairs"] == 1 and m["logp/neg"] == -6.0
+
+
+def test_exact_match_with_a_fake_generator(monkeypatch):
+    import sample
+
+    tok, calls = get_tokenizer(), []
+
+    def fake_generate(model, prompts, max_new_tokens, temperature=1.0, **kw):
+        calls.append((temperature, max_new_tokens, [list(p) for p in prompts]))
+        # right for the Mia question (12), a wrong number for Leo, no answer at all for the others
+        out = {"Mia": " 7 + 5 = 12. The answer is 12.", "Leo": " The answer is 4."}
+        texts = [next((v for k, v in out.items() if k in tok.decode(list(p))), " I don't know") for p in prompts]
+        return [(tok.encode_ordinary(t), True) for t in texts]  # new ids without the EOT, as generate
+
+    monkeypatch.setattr(sample, "generate", fake_generate)
+    recs = [RECORDS[0], RECORDS[1], RECORDS[2]]
+    m = ev.evaluate(tiny(), recs, batch_size=2, max_new_tokens=7, progress=False, **KW)
+    assert m["exact_match"] == pytest.approx(1 / 3)
+    assert all(t == 0.0 and n == 7 for t, n, _ in calls)  # greedy
+    seen = sorted(p for _, _, ps in calls for p in ps)
+    assert seen == sorted(tok.encode_ordinary(r["prompt"]) for r in recs)  # every prompt once, uncut
+    calls.clear()
+    assert "exact_match" not in ev.evaluate(tiny(), recs, exact_match=False, progress=False, **KW) and not calls
+    m = ev.evaluate(tiny(), RECORDS[3:], exact_match=None, progress=False, **KW)  # no "The answer is": auto off
+    assert "exact_match" not in m and not calls
+
+
+def answer_12(model, prompts, max_new_tokens, temperature=1.0, **kw):
+    """A stand-in for sample.generate: every prompt is answered 12 (right for RECORDS[0] only)."""
+    return [(get_tokenizer().encode_ordinary(" The answer is 12."), True) for _ in prompts]
+
+
+def _worker(rank, store_path, out_path):
+    import sample
+
+    sample.generate = answer_12  # this spawned process only
+    store = dist.FileStore(store_path, 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    try:
+        m = ev.evaluate(tiny(), RECORDS, NEGS, exact_match=True, batch_size=2, progress=False, **KW)
+        with open(f"{out_path}.{rank}", "w") as f:
+            json.dump(m, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one(tmp_path, monkeypatch):
+    import sample
+
+    monkeypatch.setattr(sample, "generate", answer_12)
+    one = ev.evaluate(tiny(), RECORDS, NEGS, exact_match=True, batch_size=2, progress=False, **KW)
+    out = str(tmp_path / "m.json")
+    mp.spawn(_worker, args=(str(tmp_path / "store"), out), nprocs=2, join=True)
+    for r in range(2):
+        with open(f"{out}.{r}") as f:
+            close(json.load(f), one)
+    # shards {0, 2, 4} and {1, 3}: averaging the ranks' means would give (1/3 + 0) / 2, not 1/5
+    assert one["n_examples"] == 5 and one["n_pairs"] == 7 and one["exact_match"] == pytest.approx(1 / 5)
+
+
+def test_cli_two_checkpoints_side_by_side(tmp_path, capsys):
+    for i, name in enumerate(("base", "sft")):
+        tiny(seed=i).save_pretrained(str(tmp_path / name))
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    out = tmp_path / "res" / "eval.json"
+    res = ev.main(["--init", f"base={tmp_path / 'base'}", str(tmp_path / "sft"), "--data", str(data),
+                   "--max-len", "64", "--max-prompt-len", "32", "--max-new-tokens", "3", "--json", str(out),
+                   "--device", "cpu"])
+    table = capsys.readouterr().out
+    header = [line for line in table.splitlines() if line.startswith("metric")][0]
+    assert "base" in header and str(tmp_path / "sft") in header
+    assert all(any(line.startswith(k + " ") for line in table.splitlines()) for k in ("nll", "ppl", "n_tokens"))
+    saved = json.loads(out.read_text())
+    assert list(saved) == ["base", str(tmp_path / "sft")] and saved == res
+    assert saved["base"]["nll"] != saved[str(tmp_path / "sft")]["nll"]  # two different models
+    direct = ev.evaluate(GPT.from_pretrained(str(tmp_path / "base")), RECORDS, exact_match=False, progress=False, **KW)
+    assert saved["base"]["nll"] == pytest.approx(direct["nll"], rel=1e-6)
+
+
+def test_format_table():
+    t = ev.format_table({"base": {"nll": 2.5, "n_examples": 10.0}, "dft": {"nll": 1.25, "pref_acc": 0.75, "n_examples": 10.0}})
+    lines = t.splitlines()
+    assert lines[0].split() == ["metric", "base", "dft"]
+    assert lines[2].split() == ["nll", "2.5000", "1.2500"]
+    assert lines[3].split() == ["pref_acc", "-", "0.7500"] and lines[4].split() == ["n_examples", "10", "10"]

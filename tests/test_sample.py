@@ -1,0 +1,293 @@
+"""sample.py: KV-cache sampling equals the slow full-forward loop, batching changes nothing, the
+filters keep exactly the intended tokens, EOS stops a row, seeds reproduce; the negatives file has its
+schema, resumes byte-identically, refuses stale or broken files, and 2 ranks write what 1 rank writes."""
+import json
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import sample
+from data.tokenizer import EOT, get_tokenizer
+from model import GPT, config_for
+from sample import (_generate, epoch_slice, generate, load_negatives, negatives_meta, pick, sample_negatives,
+                    top_k_filter, top_p_filter)
+
+NEG = dict(B=2, epochs=2, max_new_tokens=6, batch_size=8, seed=0, init_source="tiny")  # 2 prompts per batch
+PROMPTS = ["Question: 2 + 3?\nAnswer:", "Hi", "A much longer prompt, with quite a few more tokens in it than the others.",
+           "x", "Tell me a story about a cat.", "1 2 3 4 5", "The end"]
+
+
+class Interrupted(Exception):
+    """Stands in for a crash or Ctrl-C in the middle of sampling."""
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return GPT(config_for("tiny")).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share: one thread is as fast alone and far faster when
+    other processes load the cores (OpenMP threads then spin-wait on each other)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "response": " ok"}) + "\n" for p in PROMPTS))
+    return str(path), [{"prompt": p, "response": " ok"} for p in PROMPTS]
+
+
+def slow_greedy(model, ids, n):
+    """The obviously-correct reference: full forward over the whole sequence at every step."""
+    idx = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx[0, len(ids):].tolist()
+
+
+def body(path):
+    """The lines after the meta line, as bytes, and the meta without its creation time."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    meta = json.loads(lines[0])["meta"]
+    meta.pop("created")
+    return meta, lines[1:]
+
+
+# -----------------------------------------------------------------------------
+# sampling
+
+
+def test_greedy_kv_cache_equals_full_forward_and_batch_equals_one_by_one(model):
+    tok = get_tokenizer()
+    prompts = [tok.encode_ordinary(p) for p in PROMPTS[:4]]  # lengths 9, 1, 19, 1
+    batch = generate(model, prompts, 10, temperature=0)
+    for p, (new, eos) in zip(prompts, batch):
+        assert (new, eos) == (slow_greedy(model, p, 10), False)
+        assert generate(model, [p], 10, temperature=0) == [(new, eos)]
+
+
+def test_prompt_longer_than_block_size_keeps_its_end(model):
+    long = list(range(1000, 1000 + 200))  # block_size is 128
+    out = generate(model, [long], 8, temperature=0)
+    assert out[0][0] == slow_greedy(model, long[-(128 - 8):], 8)
+    assert len(generate(model, [[1]], 500, temperature=0)[0][0]) == 127  # capped at block_size - 1
+
+
+def test_top_k_filter_exact_and_ties_deterministic():
+    x = torch.tensor([[1.0, 3.0, 2.0, 0.0, -1.0]])
+    kept = lambda y: (y > float("-inf"))[0].nonzero()[:, 0].tolist()
+    assert kept(top_k_filter(x, 1)) == [1]
+    assert kept(top_k_filter(x, 3)) == [0, 1, 2]
+    assert kept(top_k_filter(x, 99)) == [0, 1, 2, 3, 4]
+    assert torch.equal(top_k_filter(x, 3)[0, :3], x[0, :3])  # kept logits unchanged
+    ties = torch.tensor([[5.0, 2.0, 1.0, 2.0]])  # a tie at the k-th value: exactly k kept, the same every call
+    first = kept(top_k_filter(ties, 2))
+    assert len(first) == 2 and first[0] == 0 and first[1] in (1, 3)
+    assert all(kept(top_k_filter(ties, 2)) == first for _ in range(5))
+
+
+def test_top_p_filter_exact_and_ties_kept():
+    x = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
+    kept = lambda y: (y > float("-inf"))[0].nonzero()[:, 0].tolist()
+    assert kept(top_p_filter(x, 1e-6)) == [1]  # the top token always survives
+    assert kept(top_p_filter(x, 0.4)) == [1]
+    assert kept(top_p_filter(x, 0.7)) == [1, 3]  # 0.5 < 0.7 <= 0.8
+    assert kept(top_p_filter(x, 0.9)) == [0, 1, 3]
+    assert kept(top_p_filter(x, 0.99)) == [0, 1, 2, 3]
+    ties = torch.tensor([[0.2, 0.4, 0.2, 0.2]]).log()
+    assert kept(top_p_filter(ties, 0.5)) == [0, 1, 2, 3]  # the 2nd token ties with two others: all kept
+
+
+def test_pick_is_exact_inverse_cdf_sampling():
+    logits = torch.tensor([0.1, 0.2, 0.3, 0.4]).log().expand(1000, 4)
+    u = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000  # evenly spread uniforms
+    assert torch.bincount(pick(logits, u, 1.0), minlength=4).tolist() == [100, 200, 300, 400]
+    assert torch.bincount(pick(logits, u, 1.0, top_k=2), minlength=4).tolist() == [0, 0, 429, 571]  # 3/7, 4/7
+    assert torch.bincount(pick(logits, u, 1.0, top_p=0.5), minlength=4).tolist() == [0, 0, 429, 571]
+    assert pick(logits, u, 0.0).unique().tolist() == [3]  # temperature 0 = argmax
+
+
+def test_temperature_zero_is_greedy_and_negative_raises(model):
+    p = [[15496, 995]]
+    assert generate(model, p, 6, temperature=0, generator=torch.Generator().manual_seed(1)) == \
+        [(slow_greedy(model, p[0], 6), False)]
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        generate(model, p, 6, temperature=-0.5)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, p, 6, top_p=0.0)
+
+
+def test_eos_stops_one_row_while_others_continue(model, monkeypatch):
+    prompts = [[15496, 995], [40, 1842, 345]]
+    alone = generate(model, prompts[1:], 12, temperature=0)[0]
+    real_decode, calls = model.decode, []
+
+    def decode(tok, cache):  # row 0 emits EOT at step 2 (logits of the 2nd decode call)
+        logits = real_decode(tok, cache)
+        calls.append(tok.clone())
+        if len(calls) == 2:
+            logits[0] = float("-inf")
+            logits[0, EOT] = 0.0
+        return logits
+
+    monkeypatch.setattr(model, "decode", decode)
+    out = generate(model, prompts, 12, temperature=0)
+    assert out[0] == (slow_greedy(model, prompts[0], 2), True)  # 2 tokens, then EOT (not in ids)
+    assert out[1] == alone  # the other row is untouched
+    assert all(int(t[0]) == EOT for t in calls[2:])  # the finished row is fed the pad token
+
+    def all_eot(tok, cache):  # every row emits EOT at step 1
+        calls.append(tok)
+        return torch.full((2, 50257), -1e9).index_fill_(1, torch.tensor([EOT]), 0.0)
+
+    calls.clear()
+    monkeypatch.setattr(model, "decode", all_eot)
+    out = generate(model, prompts, 100, temperature=0)
+    assert out == [(slow_greedy(model, p, 1), True) for p in prompts]
+    assert len(calls) < sample.CHECK_EVERY  # the loop stopped at the next all-done check, not after 100 steps
+
+
+def test_same_seed_same_samples_different_seed_different(model):
+    p = [[15496, 995], [40]]
+    a = generate(model, p, 8, temperature=1.0, top_k=50, generator=torch.Generator().manual_seed(3))
+    b = generate(model, p, 8, temperature=1.0, top_k=50, generator=torch.Generator().manual_seed(3))
+    c = generate(model, p, 8, temperature=1.0, top_k=50, generator=torch.Generator().manual_seed(4))
+    assert a == b and a != c
+
+
+def test_cli_prints_numbered_samples(capsys):
+    sample.main(["--init", "tiny", "--prompt", "Hello", "--num", "2", "--max-new-tokens", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("--- prompt ---\nHello\n") == 1
+    assert "--- sample 1 of 2" in out and "--- sample 2 of 2" in out and "tokens/s" in out
+
+
+def test_cli_missing_default_model_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="default base model is missing.*--init gpt2"):
+        sample.main(["--prompt", "hi", "--device", "cpu"])
+
+
+# -----------------------------------------------------------------------------
+# negatives
+
+
+def test_negatives_file_schema_and_reproducibility(model, data, tmp_path):
+    path, records = data
+    out = sample_negatives(model, records, str(tmp_path / "neg.jsonl"), data_path=path, **NEG)
+    assert not os.path.exists(out + ".partial")
+    lines = open(out, encoding="utf-8").read().splitlines()
+    meta = json.loads(lines[0])["meta"]
+    assert meta["data"] == path and meta["n_examples"] == len(PROMPTS) and meta["n_per_prompt"] == 4
+    assert (meta["num_negatives_per_epoch"], meta["epochs"], meta["temperature"], meta["top_k"]) == (2, 2, 0.7, 50)
+    assert meta["nanodft_version"] == "1" and len(meta["data_sha256"]) == 64 and meta["init_sha256"].startswith("weights:")
+    assert negatives_meta(out) == meta and len(lines) == 1 + len(PROMPTS)
+    tok = get_tokenizer()
+    for i, line in enumerate(lines[1:]):
+        rec = json.loads(line)
+        assert rec["i"] == i and len(rec["negatives"]) == 4
+        for n in rec["negatives"]:
+            assert n["text"] == tok.decode(n["ids"]) and (n["eos"] or len(n["ids"]) == 6)
+    negs = load_negatives(out, path, len(PROMPTS), 4)
+    assert [len(x) for x in negs] == [4] * len(PROMPTS) and epoch_slice(negs[0], 1, 2) == negs[0][2:4]
+    # the same seed reproduces the file (larger batches too: seeds are per example); another seed does not
+    again = sample_negatives(model, records, str(tmp_path / "again.jsonl"), data_path=path, **{**NEG, "batch_size": 64})
+    assert body(again)[1] == body(out)[1]
+    other = sample_negatives(model, records, str(tmp_path / "other.jsonl"), data_path=path, **{**NEG, "seed": 1})
+    assert body(other)[1] != body(out)[1]
+
+
+def test_negatives_resume_is_byte_identical(model, data, tmp_path, monkeypatch):
+    path, records = data
+    full = sample_negatives(model, records, str(tmp_path / "full.jsonl"), data_path=path, **NEG)
+    out = str(tmp_path / "neg.jsonl")
+    calls, crash_at = [], [3]
+
+    def crash_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == crash_at[0]:
+            raise Interrupted
+        return _generate(*a, **k)
+
+    monkeypatch.setattr(sample, "_generate", crash_on_third)
+    with pytest.raises(Interrupted):
+        sample_negatives(model, records, out, data_path=path, **NEG)
+    with open(out + ".partial", "rb") as f:
+        lines = f.read().split(b"\n")
+    assert len(lines) == 1 + 4 + 1  # header + 2 batches of 2 records + b""
+    with open(out + ".partial", "wb") as f:  # keep 3 records (mid-batch) and add half a line
+        f.write(b"\n".join(lines[:4]) + b'\n{"i": 3, "negati')
+    calls.clear()
+    crash_at[0] = None
+    sample_negatives(model, records, out, data_path=path, **NEG)
+    assert len(calls) == 3  # 4 batches of 2,2,2,1 prompts: the first kept, the 3 others redone
+    assert body(out) == body(full)  # every byte but the meta's creation time
+    # a partial left by a run with other settings is refused
+    calls.clear()
+    crash_at[0] = 3
+    with pytest.raises(Interrupted):
+        sample_negatives(model, records, str(tmp_path / "x.jsonl"), data_path=path, **NEG)
+    monkeypatch.setattr(sample, "_generate", _generate)
+    with pytest.raises(ValueError, match=r"x.jsonl.partial: left by an interrupted run .*temperature.*delete it"):
+        sample_negatives(model, records, str(tmp_path / "x.jsonl"), data_path=path, **{**NEG, "max_new_tokens": 5,
+                                                                                      "temperature": 0.9})
+
+
+def test_negatives_stale_and_broken_files_are_refused(model, data, tmp_path):
+    path, records = data
+    out = sample_negatives(model, records, str(tmp_path / "neg.jsonl"), data_path=path, **NEG)
+    other = tmp_path / "other.jsonl"
+    other.write_text(open(path).read().replace("Hi", "Hello"))
+    with pytest.raises(ValueError, match=r"negatives file .*neg.jsonl was sampled for a different data file"):
+        load_negatives(out, str(other), len(PROMPTS), 4)
+    with pytest.raises(ValueError, match="needed 7 x 6"):
+        load_negatives(out, path, len(PROMPTS), 6)
+    with pytest.raises(ValueError, match="exists but was sampled with other settings"):
+        sample_negatives(model, records, out, data_path=path, **{**NEG, "seed": 5})
+    lines = open(out, encoding="utf-8").read().splitlines(keepends=True)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(lines[:2]) + '{"i": 1, "negatives": [\n' + "".join(lines[3:]))
+    with pytest.raises(ValueError, match=rf"{bad}:3: invalid JSON"):
+        load_negatives(str(bad), path, len(PROMPTS), 4)
+    bad.write_text("".join(lines[:3]) + "".join(lines[4:]))  # a line missing: order broken
+    with pytest.raises(ValueError, match=rf'{bad}:4: expected {{"i": 2'):
+        load_negatives(str(bad), path, len(PROMPTS), 4)
+    bad.write_text("".join(lines[:-1]))
+    with pytest.raises(ValueError, match="6 example lines, expected 7"):
+        load_negatives(str(bad), path, len(PROMPTS), 4)
+    bad.write_text("".join(lines[1:]))
+    with pytest.raises(ValueError, match=rf"{bad}:1: expected the line"):
+        load_negatives(str(bad), path, len(PROMPTS), 4)
+
+
+def _worker(rank, store_path, records, data_path, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
+    sample_negatives(tiny_model(), records, out, data_path=data_path, rank=rank, world_size=2, **NEG)
+    assert os.path.exists(out)  # every rank returns only after the merge
+    dist.destroy_process_group()
+
+
+def test_two_ranks_write_the_same_file_as_one(model, data, tmp_path):
+    path, records = data
+    one = sample_negatives(model, records, str(tmp_path / "one.jsonl"), data_path=path, **NEG)
+    two = str(tmp_path / "two.jsonl")
+    mp.spawn(_worker, args=(str(tmp_path / "store"), records, path, two), nprocs=2)
+    assert body(two) == body(one)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".partial")]

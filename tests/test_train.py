@@ -1,0 +1,182 @@
+"""train.py: 2-process DDP equals 1 process, resume equals an uninterrupted run, every loss runs end
+to end, and bad input fails with a clear one-line error."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import losses
+import train
+from data.arith import generate
+from model import GPT, config_for
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny random base model, 16 SFT examples + 4 held-out, their negatives (2 x 2 per prompt)."""
+    d = tmp_path_factory.mktemp("train")
+    torch.manual_seed(0)
+    GPT(config_for("tiny")).save_pretrained(d / "base")
+    recs = generate(20, seed=3)
+    for name, part in (("train.jsonl", recs[:16]), ("heldout.jsonl", recs[16:])):
+        with open(d / name, "w") as f:
+            for r in part:
+                f.write(json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n")
+    with open(d / "pref.jsonl", "w") as f:
+        for r in recs[:16]:
+            f.write(json.dumps({"prompt": r["prompt"], "chosen": r["response"], "rejected": " The answer is 0."}) + "\n")
+    from sample import sample_negatives
+    model = GPT.from_pretrained(str(d / "base"))
+    kind_recs = [{"prompt": r["prompt"], "response": r["response"]} for r in recs[:16]]
+    sample_negatives(model, kind_recs, str(d / "negs.jsonl"), B=2, epochs=2, max_new_tokens=12, seed=0,
+                     max_prompt_len=64, init_source=str(d / "base"), data_path=str(d / "train.jsonl"))
+    return d
+
+
+def argv(d, loss, out, *extra, evaluate=False):
+    ev = ["--eval-data", str(d / "heldout.jsonl")] if evaluate else ["--no-eval"]
+    return ["--loss", loss, "--init", str(d / "base"), "--data", str(d / "train.jsonl"), "--negatives", str(d / "negs.jsonl"),
+            "--out-dir", str(out), "--batch-size", "8", "--micro-batch-size", "2", "--epochs", "2", "--lr", "3e-3",
+            "--max-len", "96", "--max-prompt-len", "64", "--eval-max-new-tokens", "4", *ev, "--log-every", "1", *extra]
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _worker(rank, world, port, args, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    model, log_u = train.main(args)
+    torch.save({"params": params(model), "log_u": log_u}, f"{out}/rank{rank}.pt")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("loss", ["dft", "sft"])
+def test_ddp_two_processes_equal_one(setup, tmp_path, loss):
+    """Same global batch: 1 process x 4 micro-batches == 2 processes x 2 micro-batches (gloo).
+    dft checks the per-prompt u exchange; sft the token-count normalizer across ranks."""
+    d = setup
+    one_model, one_u = train.main(argv(d, loss, tmp_path / "one"))
+    mp.spawn(_worker, args=(2, free_port(), argv(d, loss, tmp_path / "two"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["log_u"], r1["log_u"])  # u identical on every rank, exactly
+    torch.testing.assert_close(r0["log_u"], one_u, atol=1e-5, rtol=0)
+    if loss == "dft":
+        assert (one_u != 0).sum() == 16  # every prompt's u was updated: the test is not vacuous
+    one = params(one_model)
+    assert any(not torch.allclose(one[k], p) for k, p in params(GPT.from_pretrained(str(d / "base"))).items())
+    for k in one:
+        torch.testing.assert_close(r0["params"][k], one[k], atol=2e-5, rtol=1e-4, msg=k)
+        assert torch.equal(r0["params"][k], r1["params"][k])
+
+
+def test_resume_equals_uninterrupted(setup, tmp_path):
+    d = setup
+    full, full_u = train.main(argv(d, "dft", tmp_path / "a"))
+    train.main(argv(d, "dft", tmp_path / "b", "--max-steps", "3"))  # 4 steps in all: stop mid-epoch 0
+    assert not (tmp_path / "b" / "final").exists() and (tmp_path / "b" / "last" / "state.pt").exists()
+    resumed, resumed_u = train.main(argv(d, "dft", tmp_path / "b", "--resume"))
+    assert torch.equal(full_u, resumed_u)
+    for k, v in params(full).items():
+        torch.testing.assert_close(params(resumed)[k], v, atol=0, rtol=0, msg=k)
+    assert (tmp_path / "b" / "final" / "model.safetensors").exists()
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("loss", ["sft", "dft", "dft2", "asft", "dpo"])
+def test_every_loss_end_to_end(setup, tmp_path, loss):
+    d = setup
+    train.main(argv(d, loss, tmp_path, evaluate=True))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(rows) == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    expect = {"sft": "nll", "dft": "w/max", "dft2": "w/mean", "asft": "avg_logp/rejected", "dpo": "rewards/margins"}[loss]
+    assert expect in rows[0]
+    ev = json.load(open(tmp_path / "eval.json"))
+    assert set(ev) == {"before", "after"} and "nll" in ev["after"]
+    cfg = json.load(open(tmp_path / "config.json"))
+    assert cfg["loss"] == loss and cfg["hparams"] == losses.LOSSES[loss].defaults
+    # the saved model is a normal checkpoint
+    GPT.from_pretrained(str(tmp_path / "final"))
+
+
+@pytest.mark.parametrize("loss", ["dpo", "asft"])
+def test_preference_data(setup, tmp_path, loss):
+    d = setup
+    a = argv(d, loss, tmp_path)
+    a[a.index("--data") + 1] = str(d / "pref.jsonl")
+    model, _ = train.main(a + ["--max-steps", "2"])
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(rows) == 2
+
+
+def test_dpo_starts_at_log2(setup, tmp_path):
+    """At step 0 the policy is the reference: every DPO margin is 0 and the loss is log 2."""
+    d = setup
+    train.main(argv(d, "dpo", tmp_path, "--max-steps", "1", "--lr", "0"))
+    row = json.loads(open(tmp_path / "metrics.jsonl").readline())
+    assert abs(row["loss"] - 0.6931) < 1e-3 and abs(row["rewards/margins"]) < 1e-4
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+def run_fails(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(args)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_malformed_jsonl(setup, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    a = argv(setup, "sft", tmp_path / "run")
+    a[a.index("--data") + 1] = str(bad)
+    err = run_fails(a, capsys)
+    assert f"{bad}:2: invalid JSON" in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_missing_field_and_empty_response(setup, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "answer": "b"}\n')
+    a = argv(setup, "sft", tmp_path / "run")
+    a[a.index("--data") + 1] = str(bad)
+    assert f"{bad}:2:" in run_fails(a, capsys)
+    bad.write_text('{"prompt": "a", "response": "  "}\n')
+    assert f'{bad}:1: empty "response"' in run_fails(a, capsys)
+
+
+def test_negatives_for_other_data(setup, tmp_path, capsys):
+    other = tmp_path / "other.jsonl"
+    other.write_text((setup / "train.jsonl").read_text().replace("Question", "Q"))
+    a = argv(setup, "dft", tmp_path / "run")
+    a[a.index("--data") + 1] = str(other)
+    err = run_fails(a, capsys)
+    assert "negs.jsonl" in err and "different data" in err
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_unknown_loss(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.get_args(["--loss", "ppo"])
+    assert e.value.code == 2 and "invalid choice: 'ppo'" in capsys.readouterr().err
+
+
+def test_bad_batch_geometry(setup, tmp_path, capsys):
+    assert "must be divisible" in run_fails(argv(setup, "sft", tmp_path) + ["--micro-batch-size", "3"], capsys)
+
+
+def test_missing_init(setup, tmp_path, capsys):
+    a = argv(setup, "sft", tmp_path)
+    a[a.index("--init") + 1] = str(tmp_path / "nope")
+    assert "cannot load --init" in run_fails(a, capsys)
