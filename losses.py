@@ -89,6 +89,16 @@ def _check_tau_gamma(tau, gamma):
         raise ValueError(f"need tau > 0 and 0 < gamma <= 1, got tau={tau} gamma={gamma}")
 
 
+def update_log_u(log_u, d, gamma):
+    """The moving average u_i <- (1-gamma) u_i + gamma mean_j exp(d_j), kept in log space:
+        log_u_i <- logaddexp(log(1-gamma) + log_u_i, log(gamma) + logmeanexp_j d_j)
+    log_u (N,), d (N, B) -> (N,). No exp of a raw log-prob sum anywhere: both helpers subtract the max."""
+    lme = logmeanexp(d, dim=1)                                            # (N,)
+    if gamma == 1:  # log(1 - gamma) = -inf: the old u is forgotten entirely
+        return lme
+    return logaddexp(math.log(1 - gamma) + log_u, math.log(gamma) + lme)
+
+
 def _dft_core(s_pos, s_neg, d, log_u, gamma):
     """Shared DFT/DFT2 step: d (N, B) float64, no gradient.
         log_u_i <- logaddexp(log(1-gamma) + log_u_i, log(gamma) + logmeanexp_j d_j)   (gamma < 1)
@@ -96,11 +106,7 @@ def _dft_core(s_pos, s_neg, d, log_u, gamma):
         w_j = exp(d_j - log_u_i);   L_i = -s(y_i) + (1/B) sum_j w_j s(y'_j);   loss = mean_i L_i
     u is updated BEFORE w is computed, so the current negatives are part of the normalizer; this also
     bounds w_j <= B/gamma. w and new_log_u carry no gradient."""
-    lme = logmeanexp(d, dim=1)                                            # (N,)
-    if gamma == 1:  # log(1 - gamma) = -inf: the old u is forgotten entirely
-        new_log_u = lme
-    else:
-        new_log_u = logaddexp(math.log(1 - gamma) + log_u.detach().double(), math.log(gamma) + lme)
+    new_log_u = update_log_u(log_u.detach().double(), d, gamma)           # (N,)
     w = torch.exp(d - new_log_u.unsqueeze(1)).to(s_neg.dtype)             # (N, B)
     loss = (-s_pos + (w * s_neg).mean(dim=1)).mean()
     metrics = {"loss": loss.detach().float(), "log_u": _m(new_log_u), "w/mean": _m(w),
@@ -194,10 +200,10 @@ class LossSpec:
 
 LOSSES = {
     "sft": LossSpec(sft_loss),
-    "dft": LossSpec(dft_loss, {"tau": 1.0, "gamma": 0.85}, True, ("neg",), False, True),
-    "dft2": LossSpec(dft2_loss, {"tau": 0.3, "gamma": 0.9}, True, (), True, True),
-    "asft": LossSpec(asft_loss, {"lam": 0.1}, True, (), True, False),
-    "dpo": LossSpec(dpo_loss, {"beta": 0.1, "label_smoothing": 0.0}, True, ("pos", "neg"), False, False),
+    "dft": LossSpec(dft_loss, {"tau": 1.0, "gamma": 0.85}, needs_negatives=True, needs_ref=("neg",), stateful=True),
+    "dft2": LossSpec(dft2_loss, {"tau": 0.3, "gamma": 0.9}, needs_negatives=True, length_normalized=True, stateful=True),
+    "asft": LossSpec(asft_loss, {"lam": 0.1}, needs_negatives=True, length_normalized=True),
+    "dpo": LossSpec(dpo_loss, {"beta": 0.1, "label_smoothing": 0.0}, needs_negatives=True, needs_ref=("pos", "neg")),
 }
 
 

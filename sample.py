@@ -40,6 +40,8 @@ import os
 import sys
 import time
 
+from contextlib import nullcontext
+
 import torch
 import torch.distributed as dist
 
@@ -113,8 +115,11 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
     valid = torch.zeros(B, T, dtype=torch.bool)  # (B, T)
     for r, p in enumerate(prompts):
         idx[r, T - len(p):], valid[r, T - len(p):] = torch.tensor(p), True
-    cache = model.new_cache(B, T + N)
-    logits = model.prefill(idx.to(dev), valid.to(dev), cache)  # (B, V)
+    # bf16 on GPUs (the cache too), as in training; exact fp32 on the CPU
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+    cache = model.new_cache(B, T + N, dtype=torch.bfloat16 if dev.type == "cuda" else None)
+    with amp:
+        logits = model.prefill(idx.to(dev), valid.to(dev), cache)  # (B, V)
     u = u.to(dev)
     out = torch.full((B, N), eos_id, dtype=torch.long, device=dev)  # (B, N)
     done = torch.zeros(B, dtype=torch.bool, device=dev)  # (B,)
@@ -124,7 +129,8 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
         done |= tok == eos_id
         if t == N - 1 or ((t + 1) % CHECK_EVERY == 0 and bool(done.all())):  # the only host sync
             break
-        logits = model.decode(tok, cache)  # (B, V); finished rows are fed EOT as a pad, output ignored
+        with amp:
+            logits = model.decode(tok, cache)  # (B, V); finished rows are fed EOT as a pad, output ignored
     result = []
     for row in out.tolist():
         n = row.index(eos_id) if eos_id in row else N

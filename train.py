@@ -47,6 +47,7 @@ import losses
 from data.format import DataError, collate, encode_example, encode_ids, load_jsonl
 from data.tokenizer import get_tokenizer
 from model import GPT, config_for
+from sample import sha256_file
 
 DEFAULT_DATA = "data/arith/train.jsonl"
 DEFAULT_EVAL = "data/arith/test.jsonl"
@@ -102,14 +103,6 @@ def all_cat(t):
     got = [torch.zeros_like(r) for _ in range(dist.get_world_size())]
     dist.all_gather(got, r)
     return torch.cat(got).to(t.device)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -----------------------------------------------------------------------------
@@ -259,11 +252,13 @@ def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builti
 
 @torch.no_grad()
 def reference_logps(args, spec, pos, negs, rank, world, device, model):
-    """The starting model's log-probs of every positive and negative, computed once and cached."""
+    """The starting model's log-probs of the positives and/or negatives (the sides spec.needs_ref names:
+    DFT's logp_0 of the negatives, DPO's s_0 of both), computed once before training and cached."""
     n, E = len(pos), len(negs) if negs else 0
     B = len(negs[0][0]) if negs else 0
-    ident = [args.init, sha256_file(args.data), args.negatives and sha256_file(args.negatives), len(pos), E, B,
-             args.max_len, args.max_prompt_len]  # what the cached numbers depend on
+    do_pos, do_neg = "pos" in spec.needs_ref, "neg" in spec.needs_ref and E > 0
+    ident = [args.init, sha256_file(args.data), args.negatives and sha256_file(args.negatives), n, E, B,
+             args.max_len, args.max_prompt_len, do_pos, do_neg]  # what the cached numbers depend on
     if os.path.isfile(args.init) or os.path.isdir(args.init):
         ident.append(sha256_file(os.path.join(args.init, "model.safetensors") if os.path.isdir(args.init) else args.init))
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
@@ -273,21 +268,23 @@ def reference_logps(args, spec, pos, negs, rank, world, device, model):
         print0(f"reference log-probs: reusing {path}")
         return torch.from_numpy(z["pos"]), torch.from_numpy(z["neg"])
     t0 = time.time()
-    ref_pos = torch.zeros(n, dtype=torch.float64)
+    ref_pos = torch.zeros(n, dtype=torch.float64)  # stays 0 where a side is not needed
     ref_neg = torch.zeros(E, n, B, dtype=torch.float64)
     model.eval()
     mine = list(range(rank, n, world))  # each rank scores a strided shard; a SUM all-reduce merges them
     for s in range(0, len(mine), 16):
         idx = mine[s:s + 16]
-        seqs = [pos[i] for i in idx] + [negs[e][i][j] for e in range(E) for i in idx for j in range(B)]
+        seqs = [pos[i] for i in idx] * do_pos + [negs[e][i][j] for e in range(E) for i in idx for j in range(B)] * do_neg
         x, y, m = (t.to(device) for t in collate(seqs))
         with autocast(device):
             lp, _ = model.logps(x, y, m)
         lp = lp.double().cpu()
-        ref_pos[idx] = lp[: len(idx)]
-        if E:
-            ref_neg[:, idx] = lp[len(idx):].view(E, len(idx), B)
+        if do_pos:
+            ref_pos[idx] = lp[: len(idx)]
+        if do_neg:
+            ref_neg[:, idx] = lp[len(idx) * do_pos:].view(E, len(idx), B)
         print0(f"\rreference log-probs: {min(s + 16, len(mine))}/{len(mine)} prompts", end="")
+    model.train()
     all_sum(ref_pos), all_sum(ref_neg)
     print0(f" ({time.time() - t0:.1f}s)")
     if rank == 0:

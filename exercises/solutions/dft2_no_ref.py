@@ -1,0 +1,47 @@
+"""
+Worked solution of the dft2_no_ref exercise: the answers, each found by an experiment with losses.py.
+
+    python -m exercises.check dft2_no_ref --impl exercises/solutions/dft2_no_ref.py
+"""
+import torch
+
+import losses
+
+
+def keys_read(name):
+    """Call compute_loss with a batch that records which keys it reads."""
+    class Recorder(dict):
+        read = set()
+
+        def __getitem__(self, k):
+            self.read.add(k)
+            return super().__getitem__(k)
+
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)
+    batch = Recorder(logps=t(-5.0), n_tokens=torch.tensor([5]), neg_logps=t([-8.0, -9.0]),
+                     neg_n_tokens=torch.tensor([[4, 6]]), ref_logps=t(-6.0), neg_ref_logps=t([-7.0, -9.5]))
+    batch.read = set()
+    losses.compute_loss(name, batch, log_u=torch.zeros(1, dtype=torch.float64))
+    return batch.read
+
+
+def weights(logp0, s=(-10.0, -12.0)):
+    """DFT's w_j for one prompt with tau = 1, gamma = 1 (so log_u = this batch's logmeanexp_j d_j).
+    dft_loss reports only w/mean and w/max, so recompute w from new_log_u: w_j = exp(d_j - log_u)."""
+    neg, ref = torch.tensor([s], dtype=torch.float64), torch.tensor([logp0], dtype=torch.float64)
+    _, new_log_u, _ = losses.dft_loss(torch.zeros(1, dtype=torch.float64), neg, ref, torch.zeros(1, dtype=torch.float64),
+                                      tau=1.0, gamma=1.0)
+    return torch.exp(neg - ref - new_log_u[:, None])[0].tolist()
+
+
+ANSWERS = {
+    "dft_reads": keys_read("dft"),      # logps, neg_logps, neg_ref_logps: pi_0's log-probs of the negatives
+    "dft2_reads": keys_read("dft2"),    # logps, n_tokens, neg_logps, neg_n_tokens: nothing from pi_0
+    "w_base": weights([-11.0, -11.0]),  # [1.76, 0.24]: B * softmax(s): pi_0 finds both equally likely
+    "w_shifted": weights([-30.0, -30.0]),  # the same: a constant shift of logp_0 cancels in the normalization
+    "w_matched": weights([-10.0, -12.0]),  # [1, 1]: pi_0 already ranks the negatives like the model does
+    # DFT2's normalizer E_{y'~pi_0}[exp(a(y')/tau)] is estimated by the plain mean over samples from pi_0;
+    # pi_0's probabilities were only needed to turn that average into a sum over ALL responses.
+    "why": "b",
+    "train_function": "reference_logps",  # scores every negative with the starting model before training
+}
