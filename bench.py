@@ -52,19 +52,7 @@ import losses
 import sample
 import train
 from data.tokenizer import EOT
-from model import GPT, PRESETS, config_for
-
-# dense bf16 peak flop/s by device-name substring, first match wins (None: known to be ambiguous)
-PEAK_BF16 = (("NVL", None), ("H100 PCIe", 756e12), ("H100 80GB HBM3", 989e12), ("H100 SXM", 989e12),
-             ("H200", 989e12), ("A100", 312e12))
-
-
-def peak_flops(device_name):
-    for key, peak in PEAK_BF16:
-        if key.lower() in device_name.lower():
-            return peak
-    return None
-
+from model import GPT, PRESETS, config_for, model_flops, peak_flops
 
 def synthetic_group(n_prompts, n_neg, seq_len, gen):
     """n_prompts random prompt groups: positives [(ids, n_prompt)] and negatives [[B x (ids, n_prompt)]]
@@ -93,16 +81,6 @@ def all_seqs(pos, negs):
 def count_tokens(seqs):
     """(real, scored): non-padding input tokens (x = ids[:-1]) and scored tokens (response + EOT)."""
     return sum(len(ids) - 1 for ids, n in seqs), sum(len(ids) - n for ids, n in seqs)
-
-
-def model_flops(cfg, n_params, seqs, backward=True):
-    """Model flops of one pass over seqs; the formula is in the module docstring."""
-    C, V = cfg.n_embd, cfg.vocab_size
-    body = n_params - V * C - cfg.block_size * C  # the embeddings are lookups, not matmuls
-    real, scored = count_tokens(seqs)
-    attn = sum((len(ids) - 1) ** 2 for ids, _ in seqs)  # sum over sequences of L * L
-    fwd = 2 * body * real + 2 * V * C * scored + 4 * cfg.n_layer * C * attn
-    return 3 * fwd if backward else fwd
 
 
 def sync(device):

@@ -237,12 +237,12 @@ def plot_curves(run_dirs, out_png):
         return None
     POS, NEG = ("logp/pos",), ("logp/neg",)  # train.py logs both, summed, for every loss
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for d in run_dirs:
+    for n, d in enumerate(run_dirs):
         rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
         for ax, keys in zip(axes, (POS, NEG)):
             key = next((k for k in keys if k in rows[0]), None)
-            if key:
-                ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=os.path.basename(os.path.normpath(d)))
+            if key:  # one colour per run in both panels
+                ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=f"C{n}", label=os.path.basename(os.path.normpath(d)))
     for ax, title in zip(axes, ("log-prob of positives (summed, train batch)", "log-prob of negatives (summed, train batch)")):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -263,7 +263,8 @@ def compare(loss_names, out_root, train_args, eval_max, max_new_tokens):
     for loss in loss_names:
         print(f"\n=== {loss} ===", file=sys.stderr)
         train.main(["--loss", loss, "--out-dir", os.path.join(out_root, loss), "--no-eval", *train_args])
-        runs[loss] = os.path.join(out_root, loss, "final")
+        final = os.path.join(out_root, loss, "final")
+        runs[loss] = final if os.path.exists(final) else os.path.join(out_root, loss, "last")  # --max-steps: no final
     test = train.DEFAULT_EVAL
     _, records = load_jsonl(test)
     records = records[:eval_max]
@@ -313,9 +314,10 @@ def main(argv=None):
     g.add_argument("--compare-out", default="out/compare", help="where --compare puts its runs, results.json and curves.png")
     g.add_argument("--train-args", default="", help="extra train.py flags for every --compare run, e.g. '--epochs 1'")
     g.add_argument("--plot", nargs="+", metavar="RUN_DIR", help="plot the training curves of these run directories")
+    g.add_argument("--plot-out", default="curves.png", help="the PNG --plot writes (needs matplotlib)")
     args = p.parse_args(argv)
     if args.plot:
-        png = plot_curves(args.plot, args.json or "curves.png")
+        png = plot_curves(args.plot, args.plot_out)
         if png:
             print(f"wrote {png}")
         return {}

@@ -380,6 +380,34 @@ def hub_to_ours(tensors: dict, model: GPT, path: str) -> dict:
     return out
 
 
+# -----------------------------------------------------------------------------
+# Model flops utilization: the fraction of the GPU's peak that the model's arithmetic uses
+
+# dense bf16 peak flop/s by device-name substring, first match wins (None: known to be ambiguous)
+PEAK_BF16 = (("NVL", None), ("H100 PCIe", 756e12), ("H100 80GB HBM3", 989e12), ("H100 SXM", 989e12),
+             ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_flops(device_name):
+    for key, peak in PEAK_BF16:
+        if key.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def model_flops(cfg, n_params, seqs, backward=True):
+    """Model flops of one training (or, backward=False, forward) pass over seqs = [(ids, n_prompt)]:
+    2 flops per multiply-add of every weight matrix at every real token, except the tied output layer,
+    which runs only at scored tokens (model.logps), plus attention's 4 * n_layer * C * L^2 per
+    sequence of length L; backward costs twice the forward."""
+    C, V = cfg.n_embd, cfg.vocab_size
+    body = n_params - V * C - cfg.block_size * C  # the embeddings are lookups, not matmuls
+    real, scored = sum(len(ids) - 1 for ids, _ in seqs), sum(len(ids) - n for ids, n in seqs)
+    attn = sum((len(ids) - 1) ** 2 for ids, _ in seqs)  # sum over sequences of L * L
+    fwd = 2 * body * real + 2 * V * C * scored + 4 * cfg.n_layer * C * attn
+    return 3 * fwd if backward else fwd
+
+
 def main():
     ap = argparse.ArgumentParser(description="Load a GPT-2 checkpoint and print a short greedy continuation.")
     ap.add_argument("--init", default="gpt2", help="preset name (gpt2, gpt2-medium, ...), .safetensors file or directory")

@@ -46,7 +46,7 @@ import torch.distributed as dist
 import losses
 from data.format import DataError, collate, encode_example, encode_ids, load_jsonl
 from data.tokenizer import get_tokenizer
-from model import GPT, config_for
+from model import GPT, config_for, model_flops, peak_flops
 from sample import sha256_file
 
 DEFAULT_DATA = "data/arith/train.jsonl"
@@ -207,13 +207,13 @@ def prepare_data(args, spec, tok, block_size, rank, world, device, start_model):
 
 
 def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model):
-    from sample import load_negatives, sample_negatives
+    from sample import load_negatives, sample_negatives, weights_sha256
 
     B, E = args.num_negatives, args.epochs
     default_path = args.negatives is None
-    if default_path:
+    if default_path:  # named after the data, the weights (hash: a retrained base gets its own file) and settings
         stem = os.path.splitext(os.path.basename(args.data))[0]
-        tag = os.path.basename(os.path.normpath(args.init))
+        tag = os.path.basename(os.path.normpath(args.init)) + "-" + weights_sha256(start_model, args.init).split(":")[-1][:8]
         args.negatives = os.path.join("out", "negatives", f"{stem}-{tag}-B{B}xE{E}-s{args.seed}.jsonl")
     if args.neg_prefix == "auto":  # the DFT chat recipe's adversarial instruction, for chat-style data only
         from data.hh_rlhf import NEG_PREFIX
@@ -396,6 +396,9 @@ def main(argv=None):
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else None
     fwd = ddp or model
 
+    # MFU only where the GPU's bf16 peak is known (no number beats a wrong one)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    n_params = raw_model.num_params()
     stop_at = min(total, args.max_steps) if args.max_steps else total
     t_start, tokens_seen = time.time(), 0
     while step < stop_at:
@@ -456,6 +459,9 @@ def main(argv=None):
             row = {"loss": vec[-2].item() / world, **{k: vec[j].item() / G for j, k in enumerate(sorted(met_sum))}}
             dt = time.time() - t0
             row.update(step=step, epoch=epoch, lr=lr, grad_norm=gnorm.item(), tok_per_s=vec[-1].item() / dt)
+            if peak:
+                seqs = [pos[i] for i in batch] + ([s for i in batch for s in negs[epoch][i]] if negs else [])
+                row["mfu"] = model_flops(raw_model.config, n_params, seqs) / dt / (peak * world)
             if spec.stateful:
                 row["log_u/table_mean"] = log_u.mean().item()
             eta = (time.time() - t_start) / step * (stop_at - step) if not args.resume else 0

@@ -180,3 +180,19 @@ def test_missing_init(setup, tmp_path, capsys):
     a = argv(setup, "sft", tmp_path)
     a[a.index("--init") + 1] = str(tmp_path / "nope")
     assert "cannot load --init" in run_fails(a, capsys)
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(setup, tmp_path, capsys, monkeypatch):
+    d = setup
+    real = losses.compute_loss
+    calls = {"n": 0}
+
+    def nan_after_two_steps(*a, **kw):  # 4 micro-batches a step: the third step goes bad
+        calls["n"] += 1
+        loss, nu, met = real(*a, **kw)
+        return (loss * float("nan") if calls["n"] > 8 else loss), nu, met
+
+    monkeypatch.setattr(losses, "compute_loss", nan_after_two_steps)
+    err = run_fails(argv(d, "dft", tmp_path, "--save-every", "1"), capsys)
+    assert "non-finite loss at step 2" in err and f"{tmp_path}/last" in err
+    assert torch.load(tmp_path / "last" / "state.pt")["step"] == 2 and not (tmp_path / "final").exists()

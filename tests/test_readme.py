@@ -1,0 +1,97 @@
+"""The README cannot rot: every command in its ```bash blocks is either run here (in its shortest
+form: the same command with flags that make it small) or needs a network or a GPU and is marked so.
+A new command in the README without an entry below fails test_every_readme_command_is_covered."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md")).read()
+
+# commands that fetch weights or datasets (or need a GPU to be worth running): not run by the tests;
+# the README's "real weights and real data" section says so, and tests/test_datasets.py and
+# tests/test_model.py run the same code against a local HTTP server
+NEEDS_NETWORK = ("data.hh_rlhf", "data.gsm8k", "data.metamathqa", "--init gpt2", "$HH", "$G", "HH=", "G=",
+                 "bench.py --size gpt2")  # the last: needs a GPU
+
+
+def readme_commands():
+    cmds = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                cmds.append(re.sub(r"\s+", " ", line))
+    return cmds
+
+
+def run(cmd, tmp_path, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run(cmd, shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert p.returncode == 0, f"{cmd}\n--- stdout\n{p.stdout[-3000:]}\n--- stderr\n{p.stderr[-3000:]}"
+    return p.stdout + p.stderr
+
+
+PIP = "pip install -r requirements.txt && "
+QUICK_DFT = PIP + "torchrun --standalone --nproc_per_node=1 train.py --loss dft"
+QUICK_TESTS = "pip install -r requirements.txt pytest && python -m pytest -q tests"
+BASE = ("python train.py --loss sft --init scratch --size nano --data data/arith/base.jsonl --epochs 1 --batch-size 64 "
+        "--micro-batch-size 64 --lr 2e-3 --weight-decay 0.1 --no-eval --max-steps 1000 --save-dtype bfloat16 --out-dir out/base")
+
+# README command -> (shortest form to run, text its output must contain); {tmp} is a fresh directory
+SHORTEST = {
+    QUICK_DFT: ("torchrun --standalone --nproc_per_node=1 train.py --loss dft --max-steps 2 --eval-max 8 --out-dir {tmp}/dft",
+                "after dft"),
+    "python train.py --help": ("python train.py --help", "--neg-prefix"),
+    "python -m data.arith --out data/arith": ("python -m data.arith --out {tmp}/arith --n-base 10", "train.jsonl"),
+    BASE: (BASE.replace("--max-steps 1000", "--max-steps 2").replace("out/base", "{tmp}/base"), "done: 2 steps"),
+    "cp out/base/last/model.safetensors out/base/last/config.json data/base/": None,  # would overwrite the shipped base
+    "python eval.py --compare sft dft dft2 asft dpo": (
+        "python eval.py --compare sft --train-args '--max-steps 1' --max-examples 4 --compare-out {tmp}/cmp", "held-out"),
+    "python model.py --init data/base": ("python model.py --init data/base --tokens 4", "7.3M parameters"),
+    "python sample.py --prompt $'Question: Mia has 7 apples. She buys 5 more. How many apples does Mia have now?\\nAnswer:' --num 3":
+        ("python sample.py --prompt $'Question: Mia has 7 apples.\\nAnswer:' --num 2 --max-new-tokens 8", "Mia"),
+    "python bench.py --size nano --seq-len 128 --batch-size 16 --iters 5 --sample-batch-sizes 64 --sample-new-tokens 64":
+        ("python bench.py --size tiny --seq-len 64 --batch-size 4 --iters 1 --warmup 1 --losses sft --sample-batch-sizes 4 "
+         "--sample-new-tokens 4", "train sft"),
+    "python -m exercises.check --list": ("python -m exercises.check --list", "dpo"),
+}
+
+
+def test_every_readme_command_is_covered():
+    cmds = readme_commands()
+    assert QUICK_DFT in cmds and QUICK_TESTS in cmds
+    missing = [c for c in cmds if c not in SHORTEST and c != QUICK_TESTS and not any(m in c for m in NEEDS_NETWORK)]
+    assert not missing, f"README commands with no test (add them to SHORTEST in {__file__}): {missing}"
+    stale = [c for c in SHORTEST if c not in cmds]
+    assert not stale, f"SHORTEST names commands the README no longer has: {stale}"
+
+
+def test_ci_runs_the_readme_test_command():
+    assert QUICK_TESTS in open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
+
+
+@pytest.mark.parametrize("cmd", [c for c, v in SHORTEST.items() if v is not None])
+def test_readme_command_runs(cmd, tmp_path):
+    shortest, expect = SHORTEST[cmd]
+    out = run(shortest.format(tmp=tmp_path), tmp_path)
+    assert expect in out, out[-3000:]
+
+
+def test_line_pointers_into_losses_py():
+    """'`losses.py` lines A-B, `name`' in the README: line A defines name and B ends it."""
+    src = open(os.path.join(ROOT, "losses.py")).read().splitlines()
+    found = re.findall(r"lines (\d+)-(\d+), `(\w+)`", README)  # every such pointer is into losses.py
+    assert len(found) >= 7
+    for a, b, name in found:
+        a, b = int(a), int(b)
+        assert src[a - 1].startswith(f"def {name}("), (name, a, src[a - 1])
+        nxt = [i for i in range(a, len(src)) if src[i].startswith(("def ", "class ", "@", "# ", "LOSSES", "_A_MAX"))]
+        end = (nxt[0] if nxt else len(src))
+        while not src[end - 1].strip():
+            end -= 1
+        assert b == end, (name, b, end)
