@@ -429,8 +429,6 @@ def main(argv=None):
                 else:
                     loss, nu, met = losses.compute_loss(args.loss, b, log_u=lu, **hparams)
                     scaled = loss * len(idx) * world / G
-                if not torch.isfinite(loss):
-                    fail(f"non-finite loss at step {step}; the last good checkpoint is in {args.out_dir}/last")
                 scaled.backward()
             loss_sum = loss_sum + scaled.detach()  # summed over micro-batches (and averaged over ranks below) = the step's loss
             if nu is not None:
@@ -444,8 +442,11 @@ def main(argv=None):
                     continue
                 met_sum[name] = met_sum.get(name, 0.0) + v.detach().double() * len(idx)
         gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(gnorm):
-            fail(f"non-finite gradient norm at step {step}; the last good checkpoint is in {args.out_dir}/last")
+        # one check per step, before the update. A NaN loss on any rank makes the all-reduced gradients NaN
+        # on every rank, so every rank stops here together (no rank is left waiting in a collective).
+        if not (torch.isfinite(loss_sum) and torch.isfinite(gnorm)):
+            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
+            fail(f"non-finite {what} at step {step}; the weights were not updated; the last good checkpoint is in {args.out_dir}/last")
         opt.step()
         opt.zero_grad(set_to_none=True)
         if spec.stateful:  # every rank applies every rank's new log_u: the table stays identical everywhere
