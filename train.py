@@ -405,7 +405,9 @@ def main(argv=None):
         epoch, s_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         batch = order[s_in_epoch * G:(s_in_epoch + 1) * G].tolist()
-        mine = batch[rank::world]  # this rank's prompts of the step
+        # this rank's prompts of the step, longest group first: each micro-batch then pads to similar
+        # lengths (the step's gradient is a sum over micro-batches, so their order changes nothing)
+        mine = sorted(batch[rank::world], key=lambda i: -group_len(i, pos, negs, epoch))
         lr = lr_at(step, total, args)
         for gr in opt.param_groups:
             gr["lr"] = lr
@@ -496,6 +498,11 @@ def main(argv=None):
         dist.barrier()
         dist.destroy_process_group()
     return raw_model, log_u
+
+
+def group_len(i, pos, negs, epoch):
+    """Longest sequence of prompt i's group (its positive and this epoch's negatives)."""
+    return max([len(pos[i][0])] + ([len(s[0]) for s in negs[epoch][i]] if negs else []))
 
 
 def forward_group(fwd, idx, pos, negs, ref, epoch, device):
