@@ -317,6 +317,9 @@ def main(argv=None):
     g.add_argument("--plot-out", default="curves.png", help="the PNG --plot writes (needs matplotlib)")
     args = p.parse_args(argv)
     if args.plot:
+        missing = [d for d in args.plot if not os.path.isfile(os.path.join(d, "metrics.jsonl"))]
+        if missing:
+            p.error(f"--plot: no metrics.jsonl in {', '.join(missing)} (a run directory of train.py, e.g. out/dft)")
         png = plot_curves(args.plot, args.plot_out)
         if png:
             print(f"wrote {png}")

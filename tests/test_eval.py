@@ -190,3 +190,9 @@ def test_format_table():
     assert lines[0].split() == ["metric", "base", "dft"]
     assert lines[2].split() == ["nll", "2.5000", "1.2500"]
     assert lines[3].split() == ["pref_acc", "-", "0.7500"] and lines[4].split() == ["n_examples", "10", "10"]
+
+
+def test_plot_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--plot", str(tmp_path / "nope")])
+    assert e.value.code == 2 and "no metrics.jsonl in" in capsys.readouterr().err
