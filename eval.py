@@ -235,13 +235,11 @@ def plot_curves(run_dirs, out_png):
     except ImportError:
         print(f"(no plot: pip install matplotlib, then python eval.py --plot {' '.join(run_dirs)})", file=sys.stderr)
         return None
-    POS, NEG = ("logp/pos",), ("logp/neg",)  # train.py logs both, summed, for every loss
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for n, d in enumerate(run_dirs):
         rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
-        for ax, keys in zip(axes, (POS, NEG)):
-            key = next((k for k in keys if k in rows[0]), None)
-            if key:  # one colour per run in both panels
+        for ax, key in zip(axes, ("logp/pos", "logp/neg")):  # train.py logs both, summed, for every loss
+            if key in rows[0]:  # (sft has no negatives) one colour per run in both panels
                 ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=f"C{n}", label=os.path.basename(os.path.normpath(d)))
     for ax, title in zip(axes, ("log-prob of positives (summed, train batch)", "log-prob of negatives (summed, train batch)")):
         ax.set_title(title)

@@ -39,7 +39,6 @@ import json
 import os
 import sys
 import time
-
 from contextlib import nullcontext
 
 import torch

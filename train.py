@@ -47,7 +47,7 @@ import losses
 from data.format import DataError, collate, encode_example, encode_ids, load_jsonl
 from data.tokenizer import get_tokenizer
 from model import GPT, config_for, model_flops, peak_flops
-from sample import sha256_file
+from sample import sha256_file, weights_sha256
 
 DEFAULT_DATA = "data/arith/train.jsonl"
 DEFAULT_EVAL = "data/arith/test.jsonl"
@@ -196,24 +196,26 @@ def prepare_data(args, spec, tok, block_size, rank, world, device, start_model):
 
     # negatives: rejected responses of preference data, or B * epochs samples from the starting model
     negs = None  # negs[e][i] = list of (ids, n_prompt) for epoch e, prompt i
+    # which weights the negatives and reference log-probs came from: hashed once, names both caches
+    init_sha = weights_sha256(start_model, args.init) if (spec.needs_negatives or spec.needs_ref) else None
     if spec.needs_negatives:
         if kind == "pref" and args.loss in ("asft", "dpo"):
             rej = [encode_example(tok, r["prompt"], r["rejected"], max_len, max_prompt_len)[:2] for r in records]
             negs = [[[x] for x in rej]] * args.epochs  # B = 1, the same rejected every epoch
         else:
-            negs = load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model)
-    ref = reference_logps(args, spec, pos, negs, rank, world, device, start_model) if spec.needs_ref else None
+            negs = load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model, init_sha)
+    ref = reference_logps(args, spec, pos, negs, rank, world, device, start_model, init_sha) if spec.needs_ref else None
     return records, pos, negs, ref, max_len, max_prompt_len
 
 
-def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model):
-    from sample import load_negatives, sample_negatives, weights_sha256
+def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model, init_sha):
+    from sample import load_negatives, sample_negatives
 
     B, E = args.num_negatives, args.epochs
     default_path = args.negatives is None
     if default_path:  # named after the data, the weights (hash: a retrained base gets its own file) and settings
         stem = os.path.splitext(os.path.basename(args.data))[0]
-        tag = os.path.basename(os.path.normpath(args.init)) + "-" + weights_sha256(start_model, args.init).split(":")[-1][:8]
+        tag = os.path.basename(os.path.normpath(args.init)) + "-" + init_sha.split(":")[-1][:8]
         args.negatives = os.path.join("out", "negatives", f"{stem}-{tag}-B{B}xE{E}-s{args.seed}.jsonl")
     if args.neg_prefix == "auto":  # the DFT chat recipe's adversarial instruction, for chat-style data only
         from data.hh_rlhf import NEG_PREFIX
@@ -251,16 +253,14 @@ def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builti
 
 
 @torch.no_grad()
-def reference_logps(args, spec, pos, negs, rank, world, device, model):
+def reference_logps(args, spec, pos, negs, rank, world, device, model, init_sha):
     """The starting model's log-probs of the positives and/or negatives (the sides spec.needs_ref names:
     DFT's logp_0 of the negatives, DPO's s_0 of both), computed once before training and cached."""
     n, E = len(pos), len(negs) if negs else 0
     B = len(negs[0][0]) if negs else 0
     do_pos, do_neg = "pos" in spec.needs_ref, "neg" in spec.needs_ref and E > 0
-    ident = [args.init, sha256_file(args.data), args.negatives and sha256_file(args.negatives), n, E, B,
+    ident = [init_sha, sha256_file(args.data), args.negatives and sha256_file(args.negatives), n, E, B,
              args.max_len, args.max_prompt_len, do_pos, do_neg]  # what the cached numbers depend on
-    if os.path.isfile(args.init) or os.path.isdir(args.init):
-        ident.append(sha256_file(os.path.join(args.init, "model.safetensors") if os.path.isdir(args.init) else args.init))
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     path = os.path.join(args.out_dir, f"ref_logps-{key}.npz")
     if os.path.exists(path):
@@ -400,7 +400,7 @@ def main(argv=None):
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     n_params = raw_model.num_params()
     stop_at = min(total, args.max_steps) if args.max_steps else total
-    t_start, tokens_seen = time.time(), 0
+    t_start = time.time()
     while step < stop_at:
         epoch, s_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
@@ -455,7 +455,6 @@ def main(argv=None):
             upd = all_cat(torch.cat(new_u))  # (G, 2): (prompt index, new log_u) from every rank
             log_u[upd[:, 0].long()] = upd[:, 1]
         step += 1
-        tokens_seen += n_tok
         if step % args.log_every == 0 or step == stop_at:
             vec = all_sum(torch.stack([torch.as_tensor(met_sum[k], dtype=torch.float64).cpu() for k in sorted(met_sum)]
                                    + [torch.as_tensor(loss_sum, dtype=torch.float64).cpu(), torch.tensor(float(n_tok), dtype=torch.float64)]))
