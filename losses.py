@@ -1,5 +1,5 @@
 """
-The fine-tuning losses: SFT, DFT, DFT2, ASFT and DPO, exactly as /work/shared/ALGORITHMS.md states them.
+The fine-tuning losses: SFT, DFT, DFT2, ASFT and DPO (and NLL, DFT's ablation), exactly as docs/ALGORITHMS.md states them.
 
 Every loss sees per-sequence log-probabilities, never logits, so it is independent of the model:
   logp(y|x)     summed log-prob of the scored tokens of response y (response tokens + EOT)
@@ -7,28 +7,33 @@ Every loss sees per-sequence log-probabilities, never logits, so it is independe
   logp_0        the same under the frozen starting model pi_0 (base / reference), precomputed once
   pos / neg     the given answer y_i and its B sampled negatives y'_1..y'_B (shapes (N,), (N, B));
                 DPO/ASFT call them chosen / rejected.
-- SFT maximises the likelihood of the answers (token mean).
+- SFT maximises the likelihood of the answers (token mean); NLL is the same as a mean over prompts
+  (DFT without its negative term).
 - DFT treats fine-tuning as picking the right answer among all answers: it pushes logp(y_i) up and
   the negatives' logp down, each negative weighted by w_j = exp(d_j - log_u_i), its share of the
   softmax normalizer (importance-weighted by pi_0). log_u_i is a per-prompt moving average of that
   normalizer; the caller keeps it in a table (one number per training prompt, starting at 0), passes
   the current values in and writes the returned new_log_u back. DFT2 is the same with avg_logp and
-  no pi_0 term.
+  no pi_0 term. At tau = 1 DFT's exact objective IS the sequence NLL (docs/ALGORITHMS.md, "What DFT
+  is at tau = 1"): everything that tells it apart from SFT there is the estimator.
 - DPO is the Bradley-Terry loss on reference-relative rewards; ASFT adds absolute-likelihood terms
   for chosen and rejected to SFT, without a reference model.
 With SFT data + sampled negatives, DPO and ASFT pair the positive with each of its B negatives
 (rejected of shape (N, B)) and average the N*B per-pair losses; preference data is B = 1, shape (N,).
 
-Conventions. The label convention is data/format.py collate's: targets = ids[1:], mask[t] = True iff
-targets[t] is scored (response or closing EOT); padding is EOT with mask False. Every loss returns
-a scalar `loss` (mean over the batch) and `metrics`: a dict of 0-d detached float32 tensors, so the
-trainer can all-reduce them. Internal no-gradient state (d, log_u, w) is computed in float64.
+Conventions. Every loss returns a scalar `loss`, the mean over the batch's prompts (SFT: over its
+scored tokens), and `metrics`: a dict of 0-d detached float32 tensors, so the trainer can all-reduce
+them. Internal no-gradient state (d, log_u, w) is computed in float64.
 
-Uniform entry point for the trainer: `spec = LOSSES[name]` says what the loss needs, and
-    loss, new_log_u, metrics = compute_loss(name, batch, log_u=None, normalizer=None, **hparams)
-reads the keys it needs from `batch` (summed logps and counts; it forms avg_logp itself):
-    logps (N,), n_tokens (N,), neg_logps (N, B), neg_n_tokens (N, B), ref_logps (N,), neg_ref_logps (N, B)
-new_log_u is None for losses without per-prompt state.
+The registry. `LOSSES[name]` is a LossSpec holding every decision the trainer needs about a loss:
+which inputs it reads (`inputs`, in the order of its arguments, from the batch keys below), whether
+the step's loss is a mean over prompts or over scored tokens (`step_mean`), whether it reads
+length-normalized log-probs, whether it pairs with the "rejected" responses of a preference file,
+and its hyperparameters (default, help text, valid range: train.py builds its --flags from them).
+One call runs any of them:
+    loss, new_log_u, metrics = compute_loss(name, batch, **hparams)
+batch keys: pos (N,), pos_n (N,), neg (N, B), neg_n (N, B), ref_pos (N,), ref_neg (N, B): summed
+logps and scored-token counts; log_u (N,) for the stateful losses. new_log_u is None for the others.
 
     python -m pytest -q tests/test_losses.py
     python -c "import torch, losses; print(losses.dpo_loss(*torch.zeros(4, 2).unbind(0))[0])"  # log 2
@@ -53,40 +58,35 @@ def sequence_logps(logits, targets, mask):
 
 
 def logmeanexp(x, dim=-1):
-    """log mean_j exp(x_j) along dim, with the max subtracted first (an all -inf row gives -inf)."""
-    m = x.amax(dim=dim, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return (m + torch.exp(x - m).mean(dim=dim, keepdim=True).log()).squeeze(dim)
-
-
-def logaddexp(a, b):
-    """log(exp(a) + exp(b)) elementwise, with the max subtracted first."""
-    m = torch.maximum(a, b)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return m + torch.log(torch.exp(a - m) + torch.exp(b - m))
+    """log mean_j exp(x_j) along dim; logsumexp subtracts the max first (an all -inf row gives -inf)."""
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
 
 
 def _m(x):  # a metric: detached float32 0-d mean
     return x.detach().float().mean()
 
 
-def sft_loss(logps, n_tokens, normalizer=None):
-    """L_SFT = -(sum_i logp(y_i)) / normalizer, normalizer = sum_i n_tokens(y_i) by default.
-    logps (N,), n_tokens (N,). A token mean, so a short example weighs no more than a long one.
-    Grad accumulation / DDP: gradients of micro-batches add up and DDP averages them over W ranks, so
-    for one optimizer step to equal one big batch pass normalizer = (scored tokens of the whole step,
-    all micro-batches and ranks) / W, and do NOT also divide by the accumulation steps.
-    Metrics: loss, nll (this micro-batch's token mean), logp/pos (mean summed logp)."""
-    total = n_tokens.sum()
-    normalizer = total if normalizer is None else normalizer
-    loss = -logps.sum() / normalizer
-    return loss, {"loss": loss.detach().float(), "nll": -logps.detach().float().sum() / total,
-                  "logp/pos": _m(logps)}
+def sft_loss(logps, n_tokens):
+    """L_SFT = -(sum_i logp(y_i)) / (sum_i n_tokens(y_i)): a token mean, so a short example weighs no
+    more than a long one. logps (N,), n_tokens (N,). The trainer makes the mean one over the whole
+    optimizer step (all micro-batches and ranks): LOSSES["sft"].step_mean == "tokens".
+    Metrics: loss, nll (= loss, the token mean of this batch)."""
+    loss = -logps.sum() / n_tokens.sum()
+    return loss, {"loss": loss.detach().float(), "nll": loss.detach().float()}
 
 
 def _check_tau_gamma(tau, gamma):
     if not tau > 0 or not 0 < gamma <= 1:
         raise ValueError(f"need tau > 0 and 0 < gamma <= 1, got tau={tau} gamma={gamma}")
+
+
+def nll_loss(logps):
+    """L = -(1/N) sum_i logp(y_i): the sequence NLL, a mean over prompts (SFT's mean is over tokens).
+    It is DFT without its negative term, and at tau = 1 it has the gradient of DFT's exact objective
+    (docs/ALGORITHMS.md, "What DFT is at tau = 1"): the ablation that shows what DFT's estimator adds.
+    logps (N,). Metrics: loss."""
+    loss = -logps.mean()
+    return loss, {"loss": loss.detach().float()}
 
 
 def update_log_u(log_u, d, gamma):
@@ -96,7 +96,7 @@ def update_log_u(log_u, d, gamma):
     lme = logmeanexp(d, dim=1)                                            # (N,)
     if gamma == 1:  # log(1 - gamma) = -inf: the old u is forgotten entirely
         return lme
-    return logaddexp(math.log(1 - gamma) + log_u, math.log(gamma) + lme)
+    return torch.logaddexp(math.log(1 - gamma) + log_u, math.log(gamma) + lme)
 
 
 def _dft_core(s_pos, s_neg, d, log_u, gamma):
@@ -122,11 +122,11 @@ def dft_loss(pos_logps, neg_logps, neg_ref_logps, log_u, tau=1.0, gamma=0.85):
     surrogate's gradient is tau times the gradient of the objective
         -s(y_i)/tau + log mean_j exp(s(y'_j)/tau - logp_0(y'_j))
     (the positive is not divided by tau: the published implementation's convention, kept).
-    Metrics: loss, logp/pos, logp/neg, logp0/neg, log_u (new), w/mean, w/max."""
+    Metrics: loss, logp0/neg, log_u (new), w/mean, w/max."""
     _check_tau_gamma(tau, gamma)
     d = neg_logps.detach().double() / tau - neg_ref_logps.detach().double()   # (N, B)
     loss, new_log_u, metrics = _dft_core(pos_logps, neg_logps, d, log_u, gamma)
-    metrics.update({"logp/pos": _m(pos_logps), "logp/neg": _m(neg_logps), "logp0/neg": _m(neg_ref_logps)})
+    metrics["logp0/neg"] = _m(neg_ref_logps)
     return loss, new_log_u, metrics
 
 
@@ -150,86 +150,145 @@ def _pairs(chosen, rejected):
     return chosen.unsqueeze(1).expand_as(rejected), rejected
 
 
-# log(1 - exp(a)) is -inf at a = 0, which float32 rounding can produce (every token certain); any
-# avg_logp above -1e-12 is such a rounded 0, so clamp there to keep loss and gradient finite.
-_A_MAX = -1e-12
+# log(1 - exp(x)) has gradient -exp(x) / (1 - exp(x)), unbounded as x -> 0 (a rejected response the model
+# is nearly sure of). x is clamped at X_MAX: past it the rejected-side gradient is exactly zero, and
+# before it its size is at most lam * beta * exp(X_MAX) / (1 - exp(X_MAX)) ~= 999.5 * lam * beta.
+X_MAX = -1e-3
 
 
-def asft_loss(chosen_avg_logps, rejected_avg_logps, lam=0.1):
-    """ASFT; a = avg_logp, odds(a) = a - log(1 - exp(a)):
-        L = -a(y_w) - lam * [ log sigmoid(odds(a(y_w))) + log sigmoid(-odds(a(y_l))) ]
-    computed through the identities log sigmoid(odds(a)) = a and log sigmoid(-odds(a)) = log(1 - exp(a)),
-    i.e. L = -(1 + lam) a(y_w) - lam log(-expm1(a(y_l))): exact, and stable for a near 0 (a(y_l) is
-    clamped at -1e-12). chosen (N,), rejected (N,) or (N, B) (pairs, averaged; see module docstring).
-    Metrics: loss, align (mean of the bracket), avg_logp/chosen, avg_logp/rejected."""
+def asft_loss(chosen_avg_logps, rejected_avg_logps, lam=0.1, beta=1.0):
+    """ASFT; a = avg_logp, odds(x) = x - log(1 - exp(x)), beta scales the log-probs inside the odds:
+        L = -a(y_w) - lam * [ log sigmoid(odds(beta a(y_w))) + log sigmoid(-odds(beta a(y_l))) ]
+    beta = 1 (the default) is the published formula; the public turbo-alignment implementation uses
+    beta = 0.1 and lam = 1.0. Computed through the identities log sigmoid(odds(x)) = x and
+    log sigmoid(-odds(x)) = log(1 - exp(x)):  L = -a(y_w) - lam * [beta a(y_w) + log(-expm1(beta a(y_l)))],
+    exact and stable; beta a(y_l) is clamped at X_MAX = -1e-3, which bounds the rejected-side gradient
+    (see X_MAX). chosen (N,), rejected (N,) or (N, B) (pairs, averaged; see module docstring).
+    Metrics: loss, align (mean of the bracket), avg_logp/pos, avg_logp/neg."""
     a_w, a_l = _pairs(chosen_avg_logps, rejected_avg_logps)                # (N, B) each
-    log_sig_w = a_w                                                        # log sigmoid(odds(a_w))
-    log_sig_l = torch.log(-torch.expm1(a_l.clamp(max=_A_MAX)))             # log sigmoid(-odds(a_l))
+    log_sig_w = beta * a_w                                                 # log sigmoid(odds(beta a_w))
+    log_sig_l = torch.log(-torch.expm1((beta * a_l).clamp(max=X_MAX)))     # log sigmoid(-odds(beta a_l))
     align = log_sig_w + log_sig_l
     loss = (-a_w - lam * align).mean()
     return loss, {"loss": loss.detach().float(), "align": _m(align),
-                  "avg_logp/chosen": _m(chosen_avg_logps), "avg_logp/rejected": _m(rejected_avg_logps)}
+                  "avg_logp/pos": _m(chosen_avg_logps), "avg_logp/neg": _m(rejected_avg_logps)}
 
 
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1,
              label_smoothing=0.0):
     """DPO; s = logp (summed), s_0 = the reference (starting) model's, eps = label_smoothing:
         Delta = (s(y_w) - s_0(y_w)) - (s(y_l) - s_0(y_l))
-        L = -(1 - eps) log sigmoid(beta Delta) - eps log sigmoid(-beta Delta)
+        L = -(1 - eps) log sigmoid(beta Delta) - eps log sigmoid(-beta Delta)      (TRL's form up to v0.28)
     chosen/ref_chosen (N,), rejected/ref_rejected (N,) or (N, B) (pairs, averaged). Metrics (ecosystem
     names): rewards/chosen = beta (s(y_w) - s_0(y_w)), rewards/rejected, rewards/margins,
-    rewards/accuracies (fraction of pairs with chosen reward > rejected), logps/chosen, logps/rejected."""
+    rewards/accuracies (fraction of pairs with chosen reward > rejected). TRL's logps/chosen and
+    logps/rejected are this repository's logp/pos and logp/neg, which compute_loss adds for every loss."""
     r_w, r_l = _pairs(beta * (chosen_logps - ref_chosen_logps.detach()),
                       beta * (rejected_logps - ref_rejected_logps.detach()))   # (N, B) each
     margin = r_w - r_l                                                         # beta * Delta
     loss = (-(1 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)).mean()
     return loss, {"loss": loss.detach().float(), "rewards/chosen": _m(r_w), "rewards/rejected": _m(r_l),
-                  "rewards/margins": _m(margin), "rewards/accuracies": _m(r_w > r_l),
-                  "logps/chosen": _m(chosen_logps), "logps/rejected": _m(rejected_logps)}
+                  "rewards/margins": _m(margin), "rewards/accuracies": _m(r_w > r_l)}
+
+
+# -----------------------------------------------------------------------------
+# The registry: every per-loss decision the trainer and evaluator need
+
+
+@dataclass(frozen=True)
+class HParam:
+    default: float
+    help: str
+    low: float = -math.inf      # valid range: low < value (or <=, with low_inclusive) ...
+    high: float = math.inf      # ... and value <= high (or <, with high_exclusive)
+    low_inclusive: bool = False
+    high_exclusive: bool = False
+
+    def check(self, flag, v):
+        """Raise ValueError naming the flag and its valid range when v is outside it."""
+        ok_low = v >= self.low if self.low_inclusive else v > self.low
+        ok_high = v < self.high if self.high_exclusive else v <= self.high
+        if not (ok_low and ok_high and math.isfinite(v)):
+            lo = "" if self.low == -math.inf else f"{self.low} {'<=' if self.low_inclusive else '<'} "
+            hi = "" if self.high == math.inf else f" {'<' if self.high_exclusive else '<='} {self.high}"
+            raise ValueError(f"{flag} must satisfy {lo}{flag}{hi}, got {v}")
+
+
+INPUTS = ("pos", "pos_n", "neg", "neg_n", "ref_pos", "ref_neg", "log_u")  # the batch keys a loss may read
 
 
 @dataclass(frozen=True)
 class LossSpec:
     fn: Callable
-    defaults: dict = field(default_factory=dict)  # default hyperparameters (the --flags' defaults)
-    needs_negatives: bool = False   # needs neg_logps / rejected, (N, B)
-    needs_ref: tuple = ()           # which sides need starting-model logps: "pos" and/or "neg"
-    length_normalized: bool = False  # uses avg_logp = logp / n_tokens instead of logp
-    stateful: bool = False           # carries per-prompt state log_u (takes and returns it)
+    inputs: tuple                     # batch keys passed to fn, in the order of its arguments (see INPUTS)
+    hparams: dict = field(default_factory=dict)  # name -> HParam: fn's keyword arguments, train.py's flags
+    step_mean: str = "prompts"        # the step's loss is a mean over "prompts" or over scored "tokens"
+    length_normalized: bool = False   # pos/neg arrive as avg_logp = logp / n_tokens
+    pairs_with_rejected: bool = False  # on preference data its negative is the "rejected" response (B = 1)
+
+    @property
+    def needs_negatives(self):
+        return "neg" in self.inputs
+
+    @property
+    def needs_ref(self):  # which sides need the starting model's log-probs: ("pos",), ("neg",), both or ()
+        return tuple(side for side in ("pos", "neg") if f"ref_{side}" in self.inputs)
+
+    @property
+    def stateful(self):  # carries per-prompt state log_u (reads it and returns the new one)
+        return "log_u" in self.inputs
+
+    @property
+    def defaults(self):
+        return {k: h.default for k, h in self.hparams.items()}
 
 
+TAU = "temperature of DFT's softmax over answers; 1 makes its exact objective the sequence NLL"
+GAMMA = "rate of the moving average u of the normalizer (1: no memory)"
 LOSSES = {
-    "sft": LossSpec(sft_loss),
-    "dft": LossSpec(dft_loss, {"tau": 1.0, "gamma": 0.85}, needs_negatives=True, needs_ref=("neg",), stateful=True),
-    "dft2": LossSpec(dft2_loss, {"tau": 0.3, "gamma": 0.9}, needs_negatives=True, length_normalized=True, stateful=True),
-    "asft": LossSpec(asft_loss, {"lam": 0.1}, needs_negatives=True, length_normalized=True),
-    "dpo": LossSpec(dpo_loss, {"beta": 0.1, "label_smoothing": 0.0}, needs_negatives=True, needs_ref=("pos", "neg")),
+    "sft": LossSpec(sft_loss, ("pos", "pos_n"), step_mean="tokens"),
+    "nll": LossSpec(nll_loss, ("pos",)),
+    "dft": LossSpec(dft_loss, ("pos", "neg", "ref_neg", "log_u"),
+                    {"tau": HParam(1.0, TAU, low=0), "gamma": HParam(0.85, GAMMA, low=0, high=1)}),
+    "dft2": LossSpec(dft2_loss, ("pos", "neg", "log_u"),
+                     {"tau": HParam(0.3, TAU, low=0), "gamma": HParam(0.9, GAMMA, low=0, high=1)}, length_normalized=True),
+    "asft": LossSpec(asft_loss, ("pos", "neg"),
+                     {"lam": HParam(0.1, "ASFT weight of the absolute-likelihood term", low=0, low_inclusive=True),
+                      "beta": HParam(1.0, "scale of the log-probs inside ASFT's odds (1: the published formula; "
+                                     "the public implementation uses 0.1)", low=0)},
+                     length_normalized=True, pairs_with_rejected=True),
+    "dpo": LossSpec(dpo_loss, ("pos", "neg", "ref_pos", "ref_neg"),
+                    {"beta": HParam(0.1, "DPO inverse temperature on the reference-relative log-ratios", low=0),
+                     "label_smoothing": HParam(0.0, "conservative-DPO label smoothing eps", low=0, high=0.5,
+                                               low_inclusive=True, high_exclusive=True)},
+                    pairs_with_rejected=True),
 }
 
 
-def compute_loss(name, batch, log_u=None, normalizer=None, **hparams):
+def compute_loss(name, batch, **hparams):
     """One call for every loss: (loss, new_log_u or None, metrics). batch keys as in the module docstring;
-    hparams override LOSSES[name].defaults (unknown names are an error). normalizer is SFT's (see
-    sft_loss); the other losses are means over the micro-batch's prompts and ignore it (under
-    accumulation divide them by the number of equal-sized micro-batches)."""
+    hparams override LOSSES[name]'s defaults (unknown names are an error). Adds logp/pos and logp/neg, the
+    summed log-probs, to every loss's metrics, so runs of different losses can be compared side by side."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
     spec = LOSSES[name]
-    unknown = set(hparams) - set(spec.defaults)
+    unknown = set(hparams) - set(spec.hparams)
     if unknown:
-        raise ValueError(f"loss {name!r} has no hyperparameters {sorted(unknown)}; "
-                         f"it takes {sorted(spec.defaults)}")
-    if spec.stateful and log_u is None:
-        raise ValueError(f"loss {name!r} carries per-prompt state: pass log_u (N,), the current table values")
+        raise ValueError(f"loss {name!r} has no hyperparameters {sorted(unknown)}; it takes {sorted(spec.hparams)}")
+    missing = [k for k in spec.inputs if k not in batch]
+    if missing:
+        raise ValueError(f"loss {name!r} reads batch keys {list(spec.inputs)}; missing {missing}")
     hp = {**spec.defaults, **hparams}
-    if name == "sft":
-        loss, metrics = sft_loss(batch["logps"], batch["n_tokens"], normalizer, **hp)
-        return loss, None, metrics
-    pos, neg = batch["logps"], batch["neg_logps"]
+    for k, v in hp.items():
+        spec.hparams[k].check(k, v)
+    b = dict(batch)
     if spec.length_normalized:
-        pos, neg = pos / batch["n_tokens"], neg / batch["neg_n_tokens"]
-    # every signature is (pos, neg, [ref of pos], [ref of neg], [log_u], **hparams)
-    args = [pos, neg] + [batch[k] for side, k in (("pos", "ref_logps"), ("neg", "neg_ref_logps")) if side in spec.needs_ref] \
-        + [log_u] * spec.stateful
-    out = spec.fn(*args, **hp)
-    return out if spec.stateful else (out[0], None, out[1])
+        b["pos"] = b["pos"] / b["pos_n"]
+        if "neg" in b:
+            b["neg"] = b["neg"] / b["neg_n"]
+    out = spec.fn(*[b[k] for k in spec.inputs], **hp)
+    loss, new_log_u, metrics = out if spec.stateful else (out[0], None, out[1])
+    metrics["logp/pos"] = _m(batch["pos"])
+    if "neg" in batch:
+        metrics["logp/neg"] = _m(batch["neg"])
+    return loss, new_log_u, metrics

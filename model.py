@@ -15,11 +15,12 @@ Weights: GPT.from_pretrained(source) takes a preset name ("gpt2", "gpt2-medium",
 demand from the hub), a .safetensors file, or a directory with model.safetensors (+ config.json).
 save_pretrained(dir) writes the same layout back, so the common HF loader opens our checkpoints.
 
-    python model.py --init gpt2                       # download GPT-2 124M, print config, 20 greedy tokens
-    python model.py --init data/base                  # the shipped default base model
+    python model.py                                   # the shipped base model (data/base) answers a task prompt
+    python model.py --init gpt2 --prompt "The meaning of life is"   # downloads GPT-2 124M on first use
     python -m pytest -q tests/test_model.py
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -29,6 +30,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from common import DEVICE_HELP, HelpFormatter, atomic_path, run_main, setup
+from data.download import cache_dir, download, hf_url
+from data.tokenizer import get_tokenizer
+
+DEFAULT_INIT = "data/base"  # the shipped base model: the default --init of every script
 
 
 @dataclass
@@ -252,16 +260,13 @@ class GPT(nn.Module):
 
     def save_pretrained(self, out_dir, dtype=None):
         """Write model.safetensors (hub layout) + config.json into out_dir, each atomically."""
-        from safetensors.torch import save_file
-
         os.makedirs(out_dir, exist_ok=True)
         tensors = {}
         for name, p in self.state_dict().items():
             t = p.detach().to("cpu", dtype or p.dtype)
             tensors[name] = (t.t() if name.endswith(CONV1D) else t).contiguous()  # back to Conv1D (in, out)
-        path = os.path.join(out_dir, "model.safetensors")
-        save_file(tensors, path + ".tmp", metadata={"format": "pt"})
-        os.replace(path + ".tmp", path)
+        with atomic_path(os.path.join(out_dir, "model.safetensors")) as tmp:
+            save_file(tensors, tmp, metadata={"format": "pt"})
         c = self.config
         hf_config = {
             "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "activation_function": "gelu_new",
@@ -272,10 +277,8 @@ class GPT(nn.Module):
             "scale_attn_weights": True, "tie_word_embeddings": True,
             "torch_dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
         }
-        cpath = os.path.join(out_dir, "config.json")
-        with open(cpath + ".tmp", "w") as f:
+        with atomic_path(os.path.join(out_dir, "config.json")) as tmp, open(tmp, "w") as f:
             json.dump(hf_config, f, indent=2)
-        os.replace(cpath + ".tmp", cpath)
 
 
 # -----------------------------------------------------------------------------
@@ -289,8 +292,6 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 def resolve_weights(source: str) -> str:
     """Map --init to a model.safetensors path, downloading a hub preset on first use."""
     if source in HUB_PRESETS and not os.path.exists(source):
-        from data.download import cache_dir, download, hf_url
-
         d = cache_dir("models", source)
         for fname in ("config.json", "model.safetensors"):
             download(hf_url("model", f"openai-community/{source}", fname), os.path.join(d, fname),
@@ -309,8 +310,6 @@ def resolve_weights(source: str) -> str:
 def read_safetensors(path: str) -> dict:
     """Load every tensor of a safetensors file, with our own check of the header first so that a
     wrong or truncated file gets a message that says so. (Never torch.load: pickles run code.)"""
-    from safetensors.torch import load_file
-
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -408,23 +407,58 @@ def model_flops(cfg, n_params, seqs, backward=True):
     return 3 * fwd if backward else fwd
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Load a GPT-2 checkpoint and print a short greedy continuation.")
-    ap.add_argument("--init", default="gpt2", help="preset name (gpt2, gpt2-medium, ...), .safetensors file or directory")
-    ap.add_argument("--prompt", default="The meaning of life is", help="text to continue")
-    ap.add_argument("--tokens", type=int, default=20, help="number of greedy tokens to generate")
-    args = ap.parse_args()
-    from data.tokenizer import get_tokenizer
+def load_model(init, device="cpu", size="nano", seed=0):
+    """--init of every script: a preset to download (gpt2, ...), a .safetensors file, a checkpoint
+    directory, or 'scratch' for random weights of --size (seeded)."""
+    if init == "scratch":
+        torch.manual_seed(seed)
+        return GPT(config_for(size)).to(device)
+    if init == DEFAULT_INIT and not os.path.exists(init):
+        raise FileNotFoundError(f"{init}: the shipped base model is missing; restore it with `git checkout -- {init}` "
+                                "(data/base/README.md shows how it was made), or pass --init gpt2 to download GPT-2 124M")
+    return GPT.from_pretrained(init, device=device)
 
-    model = GPT.from_pretrained(args.init).eval()
+
+def weights_sha256(model, init):
+    """What a cache of the model's outputs depends on: the sha256 of the model.safetensors bytes when init
+    is a file or directory on disk, else of the weights in memory (random or downloaded)."""
+    path = os.path.join(init, "model.safetensors") if os.path.isdir(init) else init
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + t.detach().float().cpu().numpy().tobytes())
+    return "weights:" + h.hexdigest()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Load a GPT-2 checkpoint and print a greedy continuation of a prompt.",
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--init", default=DEFAULT_INIT, help="preset name (gpt2, gpt2-medium, ...: downloaded), "
+                    ".safetensors file or checkpoint directory")
+    ap.add_argument("--prompt", default="Question: Mia has 7 apples. She buys 5 more. Then she gives 3 to Leo. "
+                    "How many apples does Mia have now?\nAnswer:", help="text to continue (default: a problem of "
+                    "the built-in task, which the shipped base model answers)")
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens to generate (stops at <|endoftext|>)")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    args = ap.parse_args(argv)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    _, _, device = setup(args.device)
+    model = load_model(args.init, device).eval()
     print(f"{args.init}: {asdict(model.config)}, {model.num_params() / 1e6:.1f}M parameters")
     tok = get_tokenizer()
-    idx = torch.tensor([tok.encode_ordinary(args.prompt)])
+    idx = torch.tensor([tok.encode_ordinary(args.prompt)], device=device)  # (1, T)
+    n_prompt = idx.shape[1]
     with torch.no_grad():
-        for _ in range(args.tokens):
-            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    print(tok.decode(idx[0].tolist()))
+        for _ in range(min(args.max_new_tokens, model.config.block_size - idx.shape[1])):
+            nxt = model(idx[:, -model.config.block_size:])[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            if nxt.item() == tok.eot_token:
+                break
+            idx = torch.cat([idx, nxt], dim=1)
+    print(f"--- prompt ---\n{args.prompt}\n--- greedy continuation ---\n{tok.decode(idx[0, n_prompt:].tolist())}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

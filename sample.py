@@ -6,23 +6,25 @@ decoded one token per step; a row that emits <|endoftext|> is finished (it is fe
 then on and its output is frozen). Each token is drawn by inverse-CDF sampling with uniforms drawn up
 front, (B, N): a row's tokens depend only on its own uniforms and logits, never on which rows share its
 batch. temperature 0 means greedy (argmax, first index on ties). top-k works on the k candidates only.
+A prompt longer than block_size - max_new_tokens keeps its END.
 
     python sample.py --prompt $'Question: Mia has 7 apples. She buys 5 more. How many apples does Mia have now?\\nAnswer:'
                                                                      # ^ the shipped base model, data/base
     python sample.py --init gpt2 --prompt "The meaning of life is" --num 3 --temperature 0.8
-    python sample.py --init tiny --prompt "hello" --device cpu       # random weights: the code path only
+    python sample.py --init scratch --size tiny --prompt "hello"     # random weights: the code path only
 
-DFT negatives (ALGORITHMS.md, "Negatives"): for every training example, B * epochs responses sampled
-from the base model (temperature 0.7, top_k 50, top_p 1.0); epoch e uses negatives [e*B, (e+1)*B).
+DFT negatives (docs/ALGORITHMS.md, "Negatives"): for every training example, B * epochs responses
+sampled from the base model (temperature 0.7, top_k 50, top_p 1.0); epoch e uses negatives
+[e*B, (e+1)*B). Everything that decides their content is one frozen NegativeSettings: it is
+sample_negatives' signature, the file's header, and (hashed) the name of train.py's cache file.
 
     python sample.py --negatives --data data/arith/train.jsonl --out out/negatives/arith.jsonl --max-new-tokens 64
     torchrun --standalone --nproc_per_node=2 sample.py --negatives --data data/arith/train.jsonl --out ...
     python -m pytest -q tests/test_sample.py
 
-The negatives file (JSONL) starts with {"meta": {...}}: data path, data_sha256, n_examples, init,
-init_sha256 (of model.safetensors, or of the in-memory weights when there is no file),
-num_negatives_per_epoch, epochs, n_per_prompt, temperature, top_k, top_p, max_new_tokens, neg_prefix,
-seed, max_prompt_len, batch_size, created, nanodft_version. Then one line per example, in data order:
+The negatives file (JSONL) starts with {"meta": {...}}: the settings, data path and data_sha256,
+n_examples, init and init_sha256 (of model.safetensors, or of the in-memory weights when there is no
+file), n_per_prompt, created, nanodft_version. Then one line per example, in data order:
     {"i": 0, "negatives": [{"ids": [...], "text": "...", "eos": true}, ...]}
 ids exclude the EOT; eos=false means it stopped at max_new_tokens (scored without an EOT).
 
@@ -33,21 +35,25 @@ byte-identical: records are appended per batch to <out>.partial, batches are a f
 restart keeps the complete batches and redoes the rest with the very same batches.
 """
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import sys
 import time
-from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
 
+from common import DEVICE_HELP, HelpFormatter, Progress, amp_dtype, atomic_path, autocast, print0, run_main, setup, teardown
+from data import arith
+from data.format import load_jsonl
 from data.tokenizer import EOT, VOCAB_SIZE, get_tokenizer
+from model import DEFAULT_INIT, PRESETS, load_model, weights_sha256
 
-DEFAULT_INIT = "data/base"
-VERSION = "1"
+VERSION = "2"
 CHECK_EVERY = 8  # decode steps between host syncs asking "is every row done?" (a finished batch decodes <= 7 extra steps)
 
 # -----------------------------------------------------------------------------
@@ -101,8 +107,9 @@ def pick(logits, u, temperature, top_k=None, top_p=None):
 
 
 @torch.no_grad()
-def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
-    """prompts: B token lists; u (B, N) uniforms, one per row and step. -> B x (new_ids, ended_with_eos)."""
+def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT, amp=None):
+    """prompts: B token lists; u (B, N) uniforms, one per row and step. -> B x (new_ids, ended_with_eos).
+    amp: the autocast dtype (the KV cache is kept in it too), None = the weights' dtype."""
     B, N = u.shape
     keep = model.config.block_size - N  # prompt + new tokens must fit in block_size
     prompts = [list(p)[-keep:] for p in prompts]  # a long prompt keeps its END
@@ -114,10 +121,8 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
     valid = torch.zeros(B, T, dtype=torch.bool)  # (B, T)
     for r, p in enumerate(prompts):
         idx[r, T - len(p):], valid[r, T - len(p):] = torch.tensor(p), True
-    # bf16 on GPUs (the cache too), as in training; exact fp32 on the CPU
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-    cache = model.new_cache(B, T + N, dtype=torch.bfloat16 if dev.type == "cuda" else None)
-    with amp:
+    cache = model.new_cache(B, T + N, dtype=amp)
+    with autocast(dev, amp):
         logits = model.prefill(idx.to(dev), valid.to(dev), cache)  # (B, V)
     u = u.to(dev)
     out = torch.full((B, N), eos_id, dtype=torch.long, device=dev)  # (B, N)
@@ -128,7 +133,7 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
         done |= tok == eos_id
         if t == N - 1 or ((t + 1) % CHECK_EVERY == 0 and bool(done.all())):  # the only host sync
             break
-        with amp:
+        with autocast(dev, amp):
             logits = model.decode(tok, cache)  # (B, V); finished rows are fed EOT as a pad, output ignored
     result = []
     for row in out.tolist():
@@ -137,42 +142,63 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT):
     return result
 
 
-def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eos_id=EOT):
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eos_id=EOT, amp=None):
     """Sample a continuation of every prompt (a list of token-id lists, any lengths) in one batch.
 
     Returns a list of (new_ids without the EOT, ended_with_eos). temperature 0 = greedy. Same
     generator seed + model + inputs = same samples. block_size: max_new_tokens is capped at
     block_size - 1, and a prompt longer than block_size - max_new_tokens keeps its last tokens.
-    Host syncs: one every CHECK_EVERY steps, to stop once every row has ended."""
+    Host syncs: one every CHECK_EVERY steps, to stop once every row has ended. amp: as in _generate."""
     check_settings(temperature, top_k, top_p)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     N = min(max_new_tokens, model.config.block_size - 1)
     u = torch.rand(len(prompts), N, generator=generator, dtype=torch.float64)  # (B, N)
-    return _generate(model, prompts, u, temperature, top_k, top_p, eos_id)
+    return _generate(model, prompts, u, temperature, top_k, top_p, eos_id, amp)
 
 
 # -----------------------------------------------------------------------------
 # DFT negatives
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
+@dataclass(frozen=True)
+class NegativeSettings:
+    """Everything that decides what a negatives file holds."""
+    B: int = 2                  # negatives per prompt per epoch
+    epochs: int = 2             # epochs of training that use them: epoch e takes [e*B, (e+1)*B)
+    pool: int = 1               # sample this many times more; train.py --neg-filter wrong keeps the wrong ones
+    max_new_tokens: int = 320   # per negative (256 in the published math setting)
+    temperature: float = 0.7
+    top_k: int = 50             # 0 = off
+    top_p: float = 1.0
+    prefix: str = ""            # put in front of the prompt while sampling only (the chat recipe's instruction)
+    seed: int = 0
+    batch_size: int = 64        # sequences decoded together (batched kernels round differently)
+
+    @property
+    def n_per_prompt(self):
+        return self.B * self.epochs * self.pool
+
+    def check(self, block_size):
+        check_settings(self.temperature, self.top_k, self.top_p)
+        for name in ("B", "epochs", "pool", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"negatives: {name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.max_new_tokens < block_size:
+            raise ValueError(f"negatives: max_new_tokens must be in [1, block_size={block_size}), got {self.max_new_tokens}")
+
+
+def file_sha256(path):
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def weights_sha256(model, init_source):
-    """sha256 of the model.safetensors bytes when init_source is on disk, else of the in-memory weights."""
-    path = os.path.join(init_source, "model.safetensors") if init_source and os.path.isdir(init_source) else init_source
-    if path and os.path.isfile(path):
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode() + t.detach().float().cpu().numpy().tobytes())
-    return "weights:" + h.hexdigest()
+def negatives_path(cache_dir, data_path, init_sha, settings, n_examples=None):
+    """train.py's cache file: named after the data file, with a short hash of its path, the number of its
+    examples used, the starting weights and every sampling setting, so no two samplings share a name."""
+    key = json.dumps([os.path.abspath(data_path), n_examples, init_sha, asdict(settings)], sort_keys=True)
+    stem = os.path.splitext(os.path.basename(data_path))[0]
+    return os.path.join(cache_dir, f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl")
 
 
 def example_seed(seed, i):
@@ -185,8 +211,8 @@ def epoch_slice(negs, e, B):
     return negs[e * B:(e + 1) * B]
 
 
-def _same(a, b):
-    """Meta/header dicts equal apart from the creation time; returns the keys that differ."""
+def _diff(a, b):
+    """Keys whose values differ between two header dicts, apart from the creation time."""
     a, b = dict(a or {}), dict(b or {})
     return sorted(k for k in set(a) | set(b) if k != "created" and a.get(k) != b.get(k))
 
@@ -205,7 +231,7 @@ def _open_partial(path, header, order, batches):
         lines = f.read().split(b"\n")  # the last item is b"" or an incomplete line
     try:
         old = json.loads(lines[0])
-        diff = _same(old["meta"], header["meta"]) + [f"shard.{k}" for k in _same(old["shard"], header["shard"])]
+        diff = _diff(old["meta"], header["meta"]) + [f"shard.{k}" for k in _diff(old["shard"], header["shard"])]
     except (ValueError, KeyError, TypeError):
         diff = ["the first line is not a header"]
     if diff:
@@ -250,92 +276,76 @@ def _merge(out_path, parts, n_examples, max_new_tokens):
     missing = [i for i in range(n_examples) if i not in lines]
     if missing:
         raise RuntimeError(f"{out_path}: merging rank files, {len(missing)} examples missing (first: {missing[0]})")
-    with open(out_path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps({"meta": meta}) + "\n")
         f.writelines(lines[i] for i in range(n_examples))
-    os.replace(out_path + ".tmp", out_path)
     for part in parts:
         os.remove(part)
     return stats
 
 
-def sample_negatives(model, records, out_path, B, epochs, max_new_tokens=320, temperature=0.7, top_k=50, top_p=1.0,
-                     neg_prefix="", batch_size=64, seed=0, max_prompt_len=None, init_source=None, data_path=None,
-                     rank=0, world_size=1):
-    """Write B * epochs negatives per record (dicts with "prompt") to out_path; returns out_path.
+def _sample_batches(model, f, prompts, batches, s, progress, amp):
+    """Sample every batch of the plan, appending its records to f (flushed and fsynced per batch)."""
+    tok, done, new_tokens, t0 = get_tokenizer(), progress.done, 0, time.time()
+    for batch in batches:
+        rows = [prompts[i] for i in batch for _ in range(s.n_per_prompt)]
+        u = torch.cat([torch.rand(s.n_per_prompt, s.max_new_tokens, dtype=torch.float64,  # (n_per, N) per example
+                                  generator=torch.Generator().manual_seed(example_seed(s.seed, i))) for i in batch])
+        res = _generate(model, rows, u, s.temperature, s.top_k, s.top_p, amp=amp)
+        for j, i in enumerate(batch):
+            negs = [{"ids": ids, "text": tok.decode(ids), "eos": eos} for ids, eos in res[j * s.n_per_prompt:(j + 1) * s.n_per_prompt]]
+            f.write(json.dumps({"i": i, "negatives": negs}, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+        done += len(batch)
+        new_tokens += sum(len(ids) + eos for ids, eos in res)
+        progress.update(done, f", {new_tokens / (time.time() - t0):,.0f} new tok/s")
 
-    Prompts are tok.encode_ordinary(neg_prefix + prompt), keeping the END when longer than
-    max_prompt_len (default: block_size - max_new_tokens). batch_size counts sequences decoded
-    together (batch_size // (B*epochs) prompts, at least one). With world_size > 1 every rank calls
-    this (torch.distributed already initialized); rank r samples examples r, r+W, ...; rank 0 merges."""
-    check_settings(temperature, top_k, top_p)
-    if data_path is None:
-        raise ValueError("data_path is needed: its sha256 goes into the file so stale negatives are detected")
-    n, n_per, bs = len(records), B * epochs, model.config.block_size
-    if not 1 <= max_new_tokens < bs:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be in [1, block_size={bs}): the prompt needs room")
-    max_prompt_len = min(max_prompt_len or bs, bs - max_new_tokens)
-    meta = dict(data=data_path, data_sha256=sha256_file(data_path), n_examples=n, init=init_source,
-                init_sha256=weights_sha256(model, init_source), num_negatives_per_epoch=B, epochs=epochs,
-                n_per_prompt=n_per, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-                neg_prefix=neg_prefix, seed=seed, max_prompt_len=max_prompt_len, batch_size=batch_size,
-                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                nanodft_version=VERSION)
+
+def sample_negatives(model, records, out_path, settings, data_path, init, init_sha=None, rank=0, world=1, amp=None):
+    """Write settings.n_per_prompt negatives for every record (dicts with "prompt") to out_path; returns
+    out_path. An existing out_path sampled with the same settings is reused; one with other settings is
+    refused. With world > 1 every rank calls this (torch.distributed initialized): rank r samples
+    examples r, r+W, ... and rank 0 merges. amp: the autocast dtype (common.amp_dtype), None = fp32."""
+    s, bs = settings, model.config.block_size
+    s.check(bs)
+    meta = dict(asdict(s), n_per_prompt=s.n_per_prompt, data=data_path, data_sha256=file_sha256(data_path),
+                n_examples=len(records), init=init, init_sha256=init_sha or weights_sha256(model, init),
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), nanodft_version=VERSION)
     if os.path.exists(out_path):
-        diff = _same(negatives_meta(out_path), meta)
+        diff = _diff(negatives_meta(out_path), meta)
         if diff:
             raise ValueError(f"{out_path} exists but was sampled with other settings (differs in: {', '.join(diff)}); "
-                             "delete it or choose another --out")
+                             "delete it or write to another file")
         return out_path
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     # NOTE: ranks finish their shards at different times; waiting on a gloo group with a long timeout
     # avoids NCCL's watchdog killing a rank that waits for a slower one.
-    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=12)) if world_size > 1 else None
-
-    tok = get_tokenizer()
-    mine = list(range(rank, n, world_size))  # this rank's strided shard
-    # a long prompt keeps its END; the adversarial prefix always stays in front of what is kept
-    pre = tok.encode_ordinary(neg_prefix)
-    if len(pre) >= max_prompt_len:
-        raise ValueError(f"--neg-prefix is {len(pre)} tokens, no room left in max_prompt_len={max_prompt_len}")
-    prompts = {i: pre + tok.encode_ordinary(records[i]["prompt"])[-(max_prompt_len - len(pre)):] for i in mine}
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=12)) if world > 1 else None
+    # the prefix stays in front; a long prompt keeps its END, so that max_new_tokens fit in block_size
+    tok, mine = get_tokenizer(), range(rank, len(records), world)  # this rank's strided shard
+    pre = tok.encode_ordinary(s.prefix)
+    if len(pre) >= bs - s.max_new_tokens:
+        raise ValueError(f"the negatives' prefix is {len(pre)} tokens: no room for the prompt in block_size={bs}")
+    prompts = {i: pre + tok.encode_ordinary(records[i]["prompt"])[-(bs - s.max_new_tokens - len(pre)):] for i in mine}
     order = sorted(mine, key=lambda i: (-len(prompts[i]), i))  # longest first: little padding, OOM shows early
-    P = max(1, batch_size // n_per)  # prompts per batch
-    batches = [order[s:s + P] for s in range(0, len(order), P)]  # the fixed plan
-    partial = out_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
-    header = {"meta": meta, "shard": {"rank": rank, "world_size": world_size}}
-    f, n_done = _open_partial(partial, header, order, batches)
-    done0 = done = sum(len(b) for b in batches[:n_done])
-    t0, new_tokens = time.time(), 0
+    P = max(1, s.batch_size // s.n_per_prompt)  # prompts per batch
+    batches = [order[k:k + P] for k in range(0, len(order), P)]  # the fixed plan
+    partial = out_path + (".partial" if world == 1 else f".rank{rank}.partial")
+    f, n_done = _open_partial(partial, {"meta": meta, "shard": {"rank": rank, "world_size": world}}, order, batches)
+    progress = Progress("negatives: prompts" + (f" (rank 0's shard of {world})" if world > 1 else ""), len(order))
+    progress.done = sum(len(b) for b in batches[:n_done])
     with f:
-        for batch in batches[n_done:]:
-            rows = [prompts[i] for i in batch for _ in range(n_per)]
-            u = torch.cat([torch.rand(n_per, max_new_tokens, dtype=torch.float64,  # (n_per, N) per example
-                                      generator=torch.Generator().manual_seed(example_seed(seed, i))) for i in batch])
-            res = _generate(model, rows, u, temperature, top_k, top_p)
-            for j, i in enumerate(batch):
-                negs = [{"ids": ids, "text": tok.decode(ids), "eos": eos} for ids, eos in res[j * n_per:(j + 1) * n_per]]
-                f.write(json.dumps({"i": i, "negatives": negs}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-            done += len(batch)
-            new_tokens += sum(len(ids) + eos for ids, eos in res)
-            if rank == 0:
-                dt = time.time() - t0
-                eta = dt / (done - done0) * (len(order) - done)
-                shard = f" (rank 0's shard of {world_size})" if world_size > 1 else ""
-                print(f"\rnegatives: {done}/{len(order)} prompts{shard}, {new_tokens / dt:,.0f} new tok/s, ETA "
-                      + (f"{eta:.0f} s " if eta < 100 else f"{eta / 60:.1f} min "), end="", file=sys.stderr, flush=True)
-    if rank == 0 and done > done0:
-        print(file=sys.stderr)
+        _sample_batches(model, f, prompts, batches[n_done:], s, progress, amp)
+    progress.close()
     if group is not None:
         dist.barrier(group=group)
     if rank == 0:
-        parts = [partial] if world_size == 1 else [f"{out_path}.rank{r}.partial" for r in range(world_size)]
-        s = _merge(out_path, parts, n, max_new_tokens)
-        print(f"negatives: wrote {out_path}: {n} examples x {n_per}, {s['tokens']:,} tokens, "
-              f"{s['eos'] / max(1, s['negatives']):.0%} ended with EOT; degenerate (kept): {s['empty']} empty, "
-              f"{s['repeated']} one token repeated to max_new_tokens", file=sys.stderr)
+        parts = [partial] if world == 1 else [f"{out_path}.rank{r}.partial" for r in range(world)]
+        st = _merge(out_path, parts, len(records), s.max_new_tokens)
+        print(f"negatives: wrote {out_path}: {len(records)} examples x {s.n_per_prompt}, {st['tokens']:,} tokens, "
+              f"{st['eos'] / max(1, st['negatives']):.0%} ended with EOT; degenerate (kept): {st['empty']} empty, "
+              f"{st['repeated']} one token repeated to max_new_tokens", file=sys.stderr)
     if group is not None:
         dist.barrier(group=group)  # every rank returns only once the merged file exists
         dist.destroy_process_group(group)
@@ -358,130 +368,189 @@ def negatives_meta(path):
     return meta
 
 
-def load_negatives(path, data_path, n_examples, n_per_prompt):
-    """-> for each example, a list of (ids, eos) (at least n_per_prompt). Refuses stale or broken files."""
+def _read_record(line, where, i, n_examples, n_per_prompt):
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(rec, dict) or rec.get("i") != i or i >= n_examples:
+        raise ValueError(f'{where}: expected {{"i": {i}, "negatives": [...]}} (one line per example, in data order)')
+    negs = rec.get("negatives")
+    if not isinstance(negs, list) or len(negs) < n_per_prompt:
+        raise ValueError(f"{where}: expected a list of >= {n_per_prompt} negatives")
+    row = []
+    for j, neg in enumerate(negs):
+        ids, eos = (neg.get("ids"), neg.get("eos")) if isinstance(neg, dict) else (None, None)
+        if not (isinstance(ids, list) and all(type(t) is int and 0 <= t < VOCAB_SIZE for t in ids) and isinstance(eos, bool)):
+            raise ValueError(f'{where}: negative {j}: expected {{"ids": [token ids], "text": ..., "eos": true|false}}')
+        row.append((ids, eos))
+    return row
+
+
+def load_negatives(path, data_path, n_examples, n_per_prompt, advice="delete it or name another file"):
+    """-> for each example, a list of (ids, eos) (at least n_per_prompt). Refuses stale or broken files;
+    `advice` ends those messages (name the flag of the command the user ran)."""
     meta = negatives_meta(path)
-    sha = sha256_file(data_path)
+    sha = file_sha256(data_path)
     if meta.get("data_sha256") != sha:
         raise ValueError(f"negatives file {path} was sampled for a different data file (sha {str(meta.get('data_sha256'))[:12]} "
-                         f"of {meta.get('data')}; {data_path} has sha {sha[:12]}); delete it or pass --negatives ...")
+                         f"of {meta.get('data')}; {data_path} has sha {sha[:12]}); {advice}")
     if meta.get("n_examples") != n_examples or meta.get("n_per_prompt", 0) < n_per_prompt:
         raise ValueError(f"{path}: has {meta.get('n_examples')} examples x {meta.get('n_per_prompt')} negatives; "
-                         f"needed {n_examples} x {n_per_prompt} (B * epochs); delete it or pass --negatives ...")
+                         f"needed {n_examples} x {n_per_prompt}; {advice}")
     out = []
     with open(path, encoding="utf-8") as f:
         f.readline()
         for lineno, line in enumerate(f, 2):
-            where, i = f"{path}:{lineno}", lineno - 2
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', e)})") from None
-            if not isinstance(rec, dict) or rec.get("i") != i or i >= n_examples:
-                raise ValueError(f'{where}: expected {{"i": {i}, "negatives": [...]}} (one line per example, in data order)')
-            negs = rec.get("negatives")
-            if not isinstance(negs, list) or len(negs) < n_per_prompt:
-                raise ValueError(f"{where}: expected a list of >= {n_per_prompt} negatives")
-            row = []
-            for j, neg in enumerate(negs):
-                ids, eos = (neg.get("ids"), neg.get("eos")) if isinstance(neg, dict) else (None, None)
-                if not (isinstance(ids, list) and all(type(t) is int and 0 <= t < VOCAB_SIZE for t in ids)
-                        and isinstance(eos, bool)):
-                    raise ValueError(f'{where}: negative {j}: expected {{"ids": [token ids], "text": ..., "eos": true|false}}')
-                row.append((ids, eos))
-            out.append(row)
+            out.append(_read_record(line, f"{path}:{lineno}", lineno - 2, n_examples, n_per_prompt))
     if len(out) != n_examples:
         raise ValueError(f"{path}: {len(out)} example lines, expected {n_examples} (a truncated file?)")
     return out
+
+
+def get_negatives(model, records, data_path, settings, init, path, init_sha=None, rank=0, world=1, amp=None, advice=None):
+    """The negatives of every record: path's file when it exists (checked against the data), else
+    sampled into it now. -> per record a list of (ids, eos), settings.n_per_prompt long."""
+    if os.path.exists(path):
+        print0(f"negatives: using {path}")
+    else:
+        print0(f"negatives: {path} not found; sampling {settings.n_per_prompt} per prompt from {init} now (kept for next time)")
+        sample_negatives(model, records, path, settings, data_path, init, init_sha, rank, world, amp)
+    return [row[:settings.n_per_prompt] for row in load_negatives(path, data_path, len(records), settings.n_per_prompt, advice or
+                                                                   "delete it or name another file")]
+
+
+# -----------------------------------------------------------------------------
+# negatives on a task with checkable answers (the built-in task, GSM8K): which ones are correct
+
+
+def gold_key(records):
+    return "chosen" if "chosen" in records[0] else "response"
+
+
+def has_checker(records):
+    """True when every gold answer ends in a gradable 'The answer is N' (data/arith.py's checker)."""
+    key = gold_key(records)
+    return all(arith.extract_answer(r[key]) is not None for r in records)
+
+
+def grade_negatives(records, negatives):
+    """Per record and negative: (correct, identical to the reference), by data/arith.py's checker."""
+    tok, key = get_tokenizer(), gold_key(records)
+    out = []
+    for r, negs in zip(records, negatives):
+        texts = [tok.decode(ids) for ids, _ in negs]
+        out.append([(arith.is_correct(t, r[key]), eos and t.strip() == r[key].strip()) for t, (_, eos) in zip(texts, negs)])
+    return out
+
+
+def keep_wrong(records, negatives, n):
+    """--neg-filter wrong: of each record's sampled pool keep n that the checker marks wrong, in pool order
+    (cycling through them when there are fewer). A record whose pool has no wrong answer keeps its first
+    n samples: those are counted. -> (negatives, number of records without a wrong sample)."""
+    if not has_checker(records):
+        raise ValueError("--neg-filter wrong needs checkable answers: every gold response must end in "
+                         "'The answer is N' (the built-in task, GSM8K); this data has none")
+    out, none_wrong = [], 0
+    for pool, grades in zip(negatives, grade_negatives(records, negatives)):
+        wrong = [neg for neg, (correct, _) in zip(pool, grades) if not correct]
+        none_wrong += not wrong
+        wrong = wrong or pool
+        out.append([wrong[j % len(wrong)] for j in range(n)])
+    return out, none_wrong
+
+
+def preference_pairs(records, negatives):
+    """Preference pairs without labels: chosen = the gold answer, rejected = the first sampled answer the
+    checker marks wrong (one that ended with EOT when there is one). Prompts whose samples are all
+    correct are dropped. -> (preference records, number of prompts dropped)."""
+    if not has_checker(records):
+        raise ValueError("preference pairs from samples need checkable answers ('The answer is N')")
+    tok, key, pairs = get_tokenizer(), gold_key(records), []
+    for r, pool, grades in zip(records, negatives, grade_negatives(records, negatives)):
+        wrong = sorted((not eos, j) for j, ((ids, eos), (correct, _)) in enumerate(zip(pool, grades))
+                       if not correct and tok.decode(ids).strip())  # an empty answer is no response to store
+        if wrong:
+            pairs.append({"prompt": r["prompt"], "chosen": r[key], "rejected": tok.decode(pool[wrong[0][1]][0])})
+    return pairs, len(records) - len(pairs)
+
+
+def negative_shares(records, negatives):
+    """{'neg/correct', 'neg/identical'}: shares of the negatives the checker marks correct, and identical
+    to the reference answer (empty dict without a checker)."""
+    if not has_checker(records):
+        return {}
+    g = [x for row in grade_negatives(records, negatives) for x in row]
+    return {"neg/correct": sum(c for c, _ in g) / len(g), "neg/identical": sum(i for _, i in g) / len(g)}
 
 
 # -----------------------------------------------------------------------------
 # command line
 
 
-def load_model(init, device, seed=0):
-    """--init: a preset (gpt2 ... downloaded; nano/tiny: random weights), a .safetensors file or a directory."""
-    from model import GPT, HUB_PRESETS, PRESETS, config_for
-
-    if init in PRESETS and init not in HUB_PRESETS and not os.path.exists(init):
-        torch.manual_seed(seed)
-        return GPT(config_for(init)).to(device).eval()
-    if init == DEFAULT_INIT and not os.path.exists(init):
-        raise FileNotFoundError(f"{init}: the default base model is missing; it ships with the repository "
-                                f"(git checkout -- {init}; train.py's docstring shows how it was made), "
-                                "or pass --init gpt2 to download GPT-2 124M")
-    return GPT.from_pretrained(init, device=device).eval()
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample from a GPT, or write the DFT negatives file (--negatives).")
-    p.add_argument("--init", default=DEFAULT_INIT, help="model: preset (gpt2, gpt2-medium, ...; nano/tiny = random "
-                   "weights), .safetensors file or directory")
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Sample from a GPT, or write the DFT negatives file (--negatives).",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--init", default=DEFAULT_INIT, help="model: preset (gpt2, gpt2-medium, ...: downloaded), "
+                   ".safetensors file, checkpoint directory, or 'scratch' for random weights of --size")
+    p.add_argument("--size", default="nano", choices=list(PRESETS), help="model size for --init scratch")
     p.add_argument("--prompt", default="", help="text to continue ('' = unconditional, from <|endoftext|>)")
     p.add_argument("--num", type=int, default=3, help="number of samples")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per sample (default 100; 320 with --negatives)")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default 0.8; 0.7 with --negatives)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens per sample (default: 100; 320 with --negatives)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: 0.8; 0.7 with --negatives)")
     p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep the most likely tokens up to this mass")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     g = p.add_argument_group("DFT negatives")
     g.add_argument("--negatives", action="store_true", help="write B * epochs negatives for every example of --data")
-    g.add_argument("--data", default=None, help="training JSONL with a 'prompt' field")
-    g.add_argument("--out", default=None, help="negatives file to write (resumes <out>.partial if present)")
+    g.add_argument("--data", default=None, help="training JSONL with a 'prompt' field (required with --negatives)")
+    g.add_argument("--out", default=None, help="negatives file to write (required with --negatives; resumes <out>.partial)")
     g.add_argument("--num-negatives", type=int, default=2, help="B: negatives per prompt per epoch")
     g.add_argument("--epochs", type=int, default=2, help="epochs of training that will use them (fresh ones each)")
     g.add_argument("--neg-prefix", default="", help="text put before each prompt while sampling only (e.g. "
-                   "'You are an unhelpful assistant.\\n' for chat data)")
+                   "'You are an unhelpful assistant.' for chat data)")
     g.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
-    g.add_argument("--max-prompt-len", type=int, default=None, help="keep the last this many prompt tokens "
-                   "(default: block_size - max_new_tokens)")
     args = p.parse_args(argv)
-    neg = args.negatives
-    max_new = args.max_new_tokens or (320 if neg else 100)
-    temperature = args.temperature if args.temperature is not None else (0.7 if neg else 0.8)
+    args.max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else (320 if args.negatives else 100)
+    args.temperature = args.temperature if args.temperature is not None else (0.7 if args.negatives else 0.8)
+    for flag, v in (("--num", args.num), ("--max-new-tokens", args.max_new_tokens), ("--num-negatives", args.num_negatives),
+                    ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    check_settings(args.temperature, args.top_k, args.top_p)
+    if args.negatives and not (args.data and args.out):
+        raise ValueError("--negatives needs --data and --out")
+    return args
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        torch.cuda.set_device(device)  # before init_process_group, so NCCL binds the right GPU
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    try:
-        check_settings(temperature, args.top_k, args.top_p)
-        model = load_model(args.init, device, args.seed)
-        if neg:
-            from data.format import DataError, load_jsonl
-            if not args.data or not args.out:
-                raise ValueError("--negatives needs --data and --out")
-            try:
-                _, records = load_jsonl(args.data)
-            except DataError as e:
-                raise ValueError(str(e)) from None
-            sample_negatives(model, records, args.out, args.num_negatives, args.epochs, max_new, temperature,
-                             args.top_k, args.top_p, args.neg_prefix, args.batch_size, args.seed,
-                             args.max_prompt_len, args.init, args.data, rank, world)
-            if world > 1:
-                dist.destroy_process_group()
-            return
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+
+def main(argv=None):
+    args = get_args(argv)
+    rank, world, device = setup(args.device)
+    model = load_model(args.init, device, args.size, args.seed).eval()
+    if args.negatives:
+        _, records = load_jsonl(args.data)
+        settings = NegativeSettings(B=args.num_negatives, epochs=args.epochs, max_new_tokens=args.max_new_tokens,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    prefix=args.neg_prefix, seed=args.seed, batch_size=args.batch_size)
+        sample_negatives(model, records, args.out, settings, args.data, args.init, rank=rank, world=world, amp=amp_dtype(device))
+        return teardown()
     tok = get_tokenizer()
     ids = tok.encode_ordinary(args.prompt) or [EOT]
-    print(f"{args.init} ({model.num_params() / 1e6:.1f}M parameters, {device}), temperature {temperature}, "
-          f"top-k {args.top_k}, top-p {args.top_p}, seed {args.seed}")
-    print("--- prompt ---\n" + (args.prompt or "(none: starting from <|endoftext|>)"))
+    print0(f"{args.init} ({model.num_params() / 1e6:.1f}M parameters, {device}), temperature {args.temperature}, "
+           f"top-k {args.top_k}, top-p {args.top_p}, seed {args.seed}")
+    print0("--- prompt ---\n" + (args.prompt or "(none: starting from <|endoftext|>)"))
     t0 = time.time()
-    res = generate(model, [ids] * args.num, max_new, temperature, args.top_k, args.top_p,
-                   torch.Generator().manual_seed(args.seed))
+    res = generate(model, [ids] * args.num, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                   torch.Generator().manual_seed(args.seed), amp=amp_dtype(device))
     dt = time.time() - t0  # generate ends with .tolist(): the device is done
-    for s, (new, eos) in enumerate(res, 1):
+    for k, (new, eos) in enumerate(res, 1):
         end = "ended with <|endoftext|>" if eos else "stopped at --max-new-tokens"
-        print(f"--- sample {s} of {args.num} ({len(new)} tokens, {end}) ---\n{tok.decode(new)}")
+        print0(f"--- sample {k} of {args.num} ({len(new)} tokens, {end}) ---\n{tok.decode(new)}")
     n_tok = sum(len(new) + eos for new, eos in res)
-    print(f"--- {args.num} samples, {n_tok} new tokens in {dt:.2f} s: {n_tok / dt:,.0f} tokens/s ---")
+    print0(f"--- {args.num} samples, {n_tok} new tokens in {dt:.2f} s: {n_tok / dt:,.0f} tokens/s ---")
+    teardown()
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

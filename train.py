@@ -8,133 +8,104 @@ the held-out split, train, score again, and print a before/after table.
 
     python train.py --loss dft                                             # one process
     torchrun --standalone --nproc_per_node=2 train.py --loss dft           # 2 processes (gloo on CPU, nccl on GPUs)
-    python train.py --loss sft --max-steps 20 --no-eval                    # the shortest run
+    python train.py --loss sft --max-steps 20 --no-eval --out-dir out/quick  # a short run
     python train.py --help                                                 # every flag
 
-What one optimizer step does (the part worth reading):
-  1. The step's global batch of --batch-size prompts is split over ranks, then into micro-batches.
-  2. Each micro-batch is ONE forward over every sequence of its prompt groups: each positive and its
-     B negatives (DFT/DFT2/ASFT/DPO on SFT data), or chosen + rejected (preference data).
-  3. The loss sees per-sequence log-probs (losses.py) and precomputed reference log-probs: the
-     starting model's scores, computed once before training and cached in the run directory, so no
-     second model is held in memory.
-  4. Every micro-batch loss is scaled so that the gradients, summed over micro-batches and averaged
-     over ranks by DDP, equal the gradient of the loss of the whole global batch (see `scale` below).
-  5. DFT's per-prompt normalizer u: each rank updates the entries of its prompts, then all ranks
-     exchange (prompt index, new log_u) so the table is identical everywhere after every step.
+What main() does:
+  1. check every flag (a bad value stops the run here, before any work), set up the processes, load
+     the starting model, and claim the run directory (a used one needs --resume or --overwrite);
+  2. tokenize the training data and attach each prompt's negatives: the rejected response of a
+     preference file for the losses that pair with it, else B * epochs samples from the starting
+     model (sample.py; cached); then the starting model's log-probs of the sides the loss needs;
+  3. score the held-out split ("before"), train, score it again ("after").
 
-The shipped base model (data/base) was made by this script from random weights:
-    python -m data.arith --out data/arith
-    python train.py --loss sft --init scratch --size nano --data data/arith/base.jsonl --epochs 1 \\
-        --batch-size 64 --micro-batch-size 64 --lr 2e-3 --weight-decay 0.1 --no-eval --out-dir out/base
+What one optimizer step does (train_step):
+  1. The step's --batch-size prompts (a fixed permutation per epoch) are split over ranks; each rank
+     sorts its share longest first and cuts it into micro-batches of --micro-batch-size.
+  2. Each micro-batch is ONE forward over every sequence of its prompts: each positive and its B
+     negatives of this epoch; the model returns per-sequence log-probs.
+  3. losses.compute_loss sees those, the precomputed reference log-probs and DFT's per-prompt log_u;
+     it returns the mean over the micro-batch's prompts (SFT: over its scored tokens).
+  4. That loss is scaled by  units(micro-batch) / units(step) x world  (units: prompts, or scored
+     tokens for SFT) and backpropagated: gradients add up over micro-batches and DDP averages them
+     over ranks, so their total is the gradient of the mean over the whole step.
+  5. Clip the global gradient norm. A non-finite loss on any rank makes the all-reduced gradients
+     non-finite on every rank, so every rank stops here together, before the update. AdamW updates.
+  6. DFT's u: every rank gathers every rank's (prompt index, new log_u) and writes them into its
+     table, so the table is identical everywhere after every step.
+
+The run directory (--out-dir) holds config.json (the resolved flags and the run's identity),
+metrics.jsonl (one line per logged step), eval.json (before/after), the cached reference log-probs,
+last/ (fp32 weights + the training state: --resume continues from it bit for bit) and, once the run
+is complete, final/ (HF-loadable, in --save-dtype). data/base/README.md has the command that made the
+shipped base model with this script.
 """
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
-import sys
+import signal
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 import losses
-from data.format import DataError, collate, encode_example, encode_ids, load_jsonl
+from common import (DEVICE_HELP, HelpFormatter, all_cat, all_sum, amp_dtype, atomic_path, autocast, fail, print0,
+                    run_main, setup, teardown)
+from data import arith
+from data.format import MAX_LEN_HELP, MAX_PROMPT_LEN_HELP, collate, load_jsonl, tokenize, truncation_report
+from data.hh_rlhf import NEG_PREFIX
 from data.tokenizer import get_tokenizer
-from model import GPT, config_for, model_flops, peak_flops
-from sample import sha256_file, weights_sha256
+from eval import MAX_NEW_TOKENS, evaluate, format_table, score, write_json
+from model import DEFAULT_INIT, PRESETS, load_model, model_flops, peak_flops, weights_sha256
+from sample import (NegativeSettings, check_settings, file_sha256, get_negatives, keep_wrong, negative_shares,
+                    negatives_path)
 
-DEFAULT_DATA = "data/arith/train.jsonl"
-DEFAULT_EVAL = "data/arith/test.jsonl"
-DEFAULT_INIT = "data/base"
-
-# -----------------------------------------------------------------------------
-# small distributed helpers (every other function only asks "am I rank 0?")
-
-
-def compute_init(device_arg):
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if device_arg == "auto":
-        device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(f"cuda:{local_rank}" if device_arg == "cuda" else device_arg)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # before init_process_group, so NCCL binds the right GPU
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def print0(*args, **kw):
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(*args, **kw, flush=True)
-
-
-def fail(msg):
-    """A clear one-line error and a non-zero exit (on every rank; rank 0 prints it)."""
-    print0(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def comm_device(t):
-    """NCCL only moves CUDA tensors; gloo takes them where they are."""
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
-
-
-def all_sum(t):
-    """In-place sum over ranks (a no-op on one process)."""
-    if dist.is_initialized():
-        r = t.to(comm_device(t))
-        dist.all_reduce(r)
-        t.copy_(r)
-    return t
-
-
-def all_cat(t):
-    """Concatenate equal-shaped tensors of all ranks along dim 0."""
-    if not dist.is_initialized():
-        return t
-    r = t.to(comm_device(t))
-    got = [torch.zeros_like(r) for _ in range(dist.get_world_size())]
-    dist.all_gather(got, r)
-    return torch.cat(got).to(t.device)
-
+FILTER_POOL = 4  # --neg-filter wrong samples this many times more negatives, then keeps wrong ones
+# what may differ between a run and its --resume (everything else is the run's identity)
+NOT_IDENTITY = ("out_dir", "resume", "overwrite", "resume_changing", "max_steps", "device", "compile", "log_every", "save_every",
+                "save_dtype", "no_eval", "eval_data", "eval_max_examples", "eval_max_new_tokens", "negatives_dir")
 
 # -----------------------------------------------------------------------------
-# configuration
+# configuration: every flag, checked once, right after parsing
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     g = p.add_argument_group("what to train")
     g.add_argument("--loss", required=True, choices=sorted(losses.LOSSES), help="the fine-tuning loss")
-    g.add_argument("--init", default=DEFAULT_INIT, help="starting weights: a preset (gpt2, gpt2-medium, ...), a .safetensors "
-                   "file, a checkpoint directory, or 'scratch' for random weights of --size")
-    g.add_argument("--size", default="nano", help="model size for --init scratch (nano, tiny, gpt2, ...)")
-    g.add_argument("--data", default=DEFAULT_DATA, help="training JSONL: {prompt, response} or {prompt, chosen, rejected}")
-    g.add_argument("--negatives", default=None, help="negatives file from sample.py (default: out/negatives/<data>-<init>.jsonl, "
-                   "sampled now if missing); used by dft, dft2, and by asft/dpo on SFT-style data")
+    g.add_argument("--init", default=DEFAULT_INIT, help="starting weights: a preset (gpt2, gpt2-medium, ...: downloaded), "
+                   "a .safetensors file, a checkpoint directory, or 'scratch' for random weights of --size")
+    g.add_argument("--size", default="nano", choices=list(PRESETS), help="model size for --init scratch")
+    g.add_argument("--data", default=arith.DEFAULT_TRAIN, help="training JSONL: {prompt, response} or {prompt, chosen, rejected}")
+    g.add_argument("--max-examples", type=int, default=None, help="train on the first N examples of --data (default: all)")
     g.add_argument("--out-dir", default=None, help="run directory (default: out/<loss>)")
-    g = p.add_argument_group("loss hyperparameters (default: the loss's own, from ALGORITHMS.md)")
-    g.add_argument("--tau", type=float, default=None, help="DFT/DFT2 temperature (1.0 / 0.3)")
-    g.add_argument("--gamma", type=float, default=None, help="DFT/DFT2 moving-average rate of u (0.85 / 0.9)")
-    g.add_argument("--beta", type=float, default=None, help="DPO inverse temperature (0.1)")
-    g.add_argument("--label-smoothing", type=float, default=None, help="DPO label smoothing eps (0.0)")
-    g.add_argument("--lam", type=float, default=None, help="ASFT weight of the alignment term (0.1)")
-    g = p.add_argument_group("negatives (sampled once from the starting model when the file is missing)")
+    g = p.add_argument_group("loss hyperparameters (docs/ALGORITHMS.md; each loss reads its own)")
+    for name, users in hparam_flags().items():
+        h = users[0][1]
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=f"{h.help} (default: " +
+                       ", ".join(f"{d.default} for {loss}" for loss, d in users) + ")")
+    g = p.add_argument_group("negatives (sampled once from the starting model, cached in --negatives-dir)")
+    g.add_argument("--negatives", default=None, help="negatives file from sample.py, or where to sample them (default: "
+                   "a file in --negatives-dir named after the data, the weights and every sampling setting)")
+    g.add_argument("--negatives-dir", default="out/negatives", help="cache of sampled negatives, shared by runs")
     g.add_argument("--num-negatives", type=int, default=2, help="B: negatives per prompt per epoch")
-    g.add_argument("--neg-max-new-tokens", type=int, default=None, help="max tokens per negative (default 320; 64 on the built-in task)")
+    g.add_argument("--neg-max-new-tokens", type=int, default=None, help="max tokens per negative (default: 64 on the "
+                   "built-in task, else min(320, block size - max-prompt-len))")
     g.add_argument("--neg-temperature", type=float, default=0.7, help="sampling temperature of negatives")
-    g.add_argument("--neg-top-k", type=int, default=50, help="top-k of negative sampling")
+    g.add_argument("--neg-top-k", type=int, default=50, help="top-k of negative sampling (0 = off)")
     g.add_argument("--neg-top-p", type=float, default=1.0, help="top-p of negative sampling")
-    g.add_argument("--neg-prefix", default="auto", help="adversarial text put before the prompt while sampling only; "
-                   "'auto': the published 'You are an unhelpful assistant.' for chat data (HH-RLHF prompts starting "
-                   "'\\n\\nHuman:'), none otherwise; '' for none")
+    g.add_argument("--neg-prefix", default="auto", help="text put before the prompt while sampling only; 'auto': the "
+                   "published 'You are an unhelpful assistant.' for chat data (prompts starting '\\n\\nHuman:'), none "
+                   "otherwise; '' for none")
+    g.add_argument("--neg-filter", default="none", choices=["none", "wrong"], help="'wrong': sample "
+                   f"{FILTER_POOL}x more and keep the answers the task's checker marks wrong (needs checkable answers)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=2, help="passes over the data (each with fresh negatives)")
     g.add_argument("--batch-size", type=int, default=32, help="prompts per optimizer step, over all ranks")
@@ -142,184 +113,336 @@ def get_args(argv=None):
     g.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
     g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warmup, then cosine decay to 0")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, on matrices only")
+    g.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"), help="AdamW betas "
+                   "(the published recipe's, PyTorch's defaults)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (0 = off)")
-    g.add_argument("--max-len", type=int, default=None, help="max tokens of prompt+response (default: min(1024, model block size))")
-    g.add_argument("--max-prompt-len", type=int, default=None, help="max prompt tokens kept when cutting (default: max-len / 2)")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (the schedule still spans all epochs)")
+    g.add_argument("--max-len", type=int, default=None, help=MAX_LEN_HELP + " (default: min(1024, the model's block size))")
+    g.add_argument("--max-prompt-len", type=int, default=None, help=MAX_PROMPT_LEN_HELP + " (default: max-len / 2)")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps; the schedule still spans "
+                   "all epochs, and --resume continues (default: all)")
     g.add_argument("--seed", type=int, default=0, help="seed for data order, negatives and initialization")
     g = p.add_argument_group("running")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--log-every", type=int, default=5, help="print and log metrics every N steps")
-    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
-    g.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
+    g.add_argument("--save-every", type=int, default=None, help="checkpoint last/ every N steps (default: about every "
+                   "10%% of the run; it is also saved at the end and on SIGTERM)")
+    g.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of final/ "
+                   "(last/ always keeps fp32, for an exact --resume)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last/ (refused when its "
+                   "identity differs: loss, data, weights, batch geometry, schedule, seed, ...)")
+    g.add_argument("--resume-changing", default="", metavar="FIELDS", help="comma-separated identity fields --resume may "
+                   "change (e.g. epochs); default: none")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir (its final/ is kept until "
+                   "this run's own final/ is complete)")
     g.add_argument("--no-eval", action="store_true", help="skip scoring the held-out split before and after")
-    g.add_argument("--eval-data", default=None, help=f"held-out JSONL (default: {DEFAULT_EVAL} on the built-in task)")
-    g.add_argument("--eval-max", type=int, default=500, help="score at most this many held-out examples")
-    g.add_argument("--eval-max-new-tokens", type=int, default=64, help="greedy tokens per prompt for exact match")
+    g.add_argument("--eval-data", default=None, help=f"held-out JSONL (default: {arith.DEFAULT_TEST} on the built-in "
+                   "task, none otherwise)")
+    g.add_argument("--eval-max-examples", type=int, default=500, help="score at most this many held-out examples")
+    g.add_argument("--eval-max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="greedy tokens per prompt for exact match")
     args = p.parse_args(argv)
-    args.out_dir = args.out_dir or os.path.join("out", args.loss)
+    check_args(args)
     return args
 
 
-# -----------------------------------------------------------------------------
-# data: tokenize once, up front
+def hparam_flags():
+    """{hyperparameter name: [(loss, HParam)]}: one flag per name, shared by the losses that take it."""
+    flags = {}
+    for loss, spec in losses.LOSSES.items():
+        for name, h in spec.hparams.items():
+            flags.setdefault(name, []).append((loss, h))
+    return flags
 
 
-def prepare_data(args, spec, tok, block_size, rank, world, device, start_model):
-    """Tokenized positives, negatives per epoch, and reference log-probs. Fails early on bad input."""
-    builtin = os.path.abspath(args.data) == os.path.abspath(DEFAULT_DATA)
-    if builtin:
-        from data.arith import ensure_default_data
-        if rank == 0:
-            ensure_default_data(os.path.dirname(DEFAULT_DATA))
-        if dist.is_initialized():
-            dist.barrier()
-    if not os.path.exists(args.data):
-        fail(f"{args.data}: no such data file")
-    try:
-        kind, records = load_jsonl(args.data)
-    except DataError as e:
-        fail(str(e))
-    max_len = args.max_len or min(1024, block_size)
-    if max_len > block_size:
-        fail(f"--max-len {max_len} exceeds the model's block size {block_size}")
-    max_prompt_len = args.max_prompt_len or max_len // 2
-    pos_key = "response" if kind == "sft" else "chosen"
-    pos, cut = [], 0
-    for r in records:
-        ids, n_prompt, truncated = encode_example(tok, r["prompt"], r[pos_key], max_len, max_prompt_len)
-        pos.append((ids, n_prompt))
-        cut += truncated
-    print0(f"data: {len(records)} {kind} examples from {args.data}" + (f"; cut {cut} to max_len={max_len}" if cut else ""))
-
-    # negatives: rejected responses of preference data, or B * epochs samples from the starting model
-    negs = None  # negs[e][i] = list of (ids, n_prompt) for epoch e, prompt i
-    # which weights the negatives and reference log-probs came from: hashed once, names both caches
-    init_sha = weights_sha256(start_model, args.init) if (spec.needs_negatives or spec.needs_ref) else None
-    if spec.needs_negatives:
-        if kind == "pref" and args.loss in ("asft", "dpo"):
-            rej = [encode_example(tok, r["prompt"], r["rejected"], max_len, max_prompt_len)[:2] for r in records]
-            negs = [[[x] for x in rej]] * args.epochs  # B = 1, the same rejected every epoch
-        else:
-            negs = load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model, init_sha)
-    ref = reference_logps(args, spec, pos, negs, rank, world, device, start_model, init_sha) if spec.needs_ref else None
-    return records, pos, negs, ref, max_len, max_prompt_len
-
-
-def load_or_sample_negatives(args, records, tok, max_len, max_prompt_len, builtin, rank, world, start_model, init_sha):
-    from sample import load_negatives, sample_negatives
-
-    B, E = args.num_negatives, args.epochs
-    default_path = args.negatives is None
-    if default_path:  # named after the data, the weights (hash: a retrained base gets its own file) and settings
-        stem = os.path.splitext(os.path.basename(args.data))[0]
-        tag = os.path.basename(os.path.normpath(args.init)) + "-" + init_sha.split(":")[-1][:8]
-        args.negatives = os.path.join("out", "negatives", f"{stem}-{tag}-B{B}xE{E}-s{args.seed}.jsonl")
-    if args.neg_prefix == "auto":  # the DFT chat recipe's adversarial instruction, for chat-style data only
-        from data.hh_rlhf import NEG_PREFIX
-        args.neg_prefix = NEG_PREFIX if all(r["prompt"].startswith("\n\nHuman:") for r in records) else ""
-    # our own cache file is handed to sample_negatives every time: it reuses the file when it was sampled
-    # with these settings from these weights and refuses a stale one; a file the user names is only checked
-    # against the data
-    if not os.path.exists(args.negatives) or default_path:
-        if os.path.exists(args.negatives):
-            print0(f"negatives: reusing {args.negatives}")
-        else:
-            print0(f"negatives: {args.negatives} not found; sampling {B}x{E} per prompt from {args.init} now (cached for next time)")
-        max_new = args.neg_max_new_tokens or (64 if builtin else min(320, start_model.config.block_size - max_prompt_len))
-        try:
-            sample_negatives(start_model, records, args.negatives, B=B, epochs=E, max_new_tokens=max_new,
-                             temperature=args.neg_temperature, top_k=args.neg_top_k, top_p=args.neg_top_p,
-                             neg_prefix=args.neg_prefix, seed=args.seed, max_prompt_len=max_prompt_len,
-                             init_source=args.init, data_path=args.data, rank=rank, world_size=world)
-        except ValueError as e:
-            fail(str(e))
-    else:
-        print0(f"negatives: using {args.negatives}")
-    try:
-        raw = load_negatives(args.negatives, args.data, len(records), B * E)
-    except (ValueError, OSError) as e:
-        fail(str(e))
-    # score each negative on the TRAINING prompt (no adversarial prefix)
-    negs = [[[] for _ in records] for _ in range(E)]
-    for i, r in enumerate(records):
-        p_ids = tok.encode_ordinary(r["prompt"])
-        for j, (ids, eos) in enumerate(raw[i][: B * E]):
-            seq = encode_ids(p_ids, ids, max_len, max_prompt_len, eos=eos)[:2]
-            negs[j // B][i].append(seq)  # epoch e uses negatives [e*B, (e+1)*B)
-    return negs
-
-
-@torch.no_grad()
-def reference_logps(args, spec, pos, negs, rank, world, device, model, init_sha):
-    """The starting model's log-probs of the positives and/or negatives (the sides spec.needs_ref names:
-    DFT's logp_0 of the negatives, DPO's s_0 of both), computed once before training and cached."""
-    n, E = len(pos), len(negs) if negs else 0
-    B = len(negs[0][0]) if negs else 0
-    do_pos, do_neg = "pos" in spec.needs_ref, "neg" in spec.needs_ref and E > 0
-    ident = [init_sha, sha256_file(args.data), args.negatives and sha256_file(args.negatives), n, E, B,
-             args.max_len, args.max_prompt_len, do_pos, do_neg]  # what the cached numbers depend on
-    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
-    path = os.path.join(args.out_dir, f"ref_logps-{key}.npz")
-    if os.path.exists(path):
-        z = np.load(path)
-        print0(f"reference log-probs: reusing {path}")
-        return torch.from_numpy(z["pos"]), torch.from_numpy(z["neg"])
-    t0 = time.time()
-    ref_pos = torch.zeros(n, dtype=torch.float64)  # stays 0 where a side is not needed
-    ref_neg = torch.zeros(E, n, B, dtype=torch.float64)
-    model.eval()
-    mine = list(range(rank, n, world))  # each rank scores a strided shard; a SUM all-reduce merges them
-    for s in range(0, len(mine), 16):
-        idx = mine[s:s + 16]
-        seqs = [pos[i] for i in idx] * do_pos + [negs[e][i][j] for e in range(E) for i in idx for j in range(B)] * do_neg
-        x, y, m = (t.to(device) for t in collate(seqs))
-        with autocast(device):
-            lp, _ = model.logps(x, y, m)
-        lp = lp.double().cpu()
-        if do_pos:
-            ref_pos[idx] = lp[: len(idx)]
-        if do_neg:
-            ref_neg[:, idx] = lp[len(idx) * do_pos:].view(E, len(idx), B)
-        print0(f"\rreference log-probs: {min(s + 16, len(mine))}/{len(mine)} prompts", end="")
-    model.train()
-    all_sum(ref_pos), all_sum(ref_neg)
-    print0(f" ({time.time() - t0:.1f}s)")
-    if rank == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        np.savez(path + ".tmp.npz", pos=ref_pos.numpy(), neg=ref_neg.numpy())
-        os.replace(path + ".tmp.npz", path)
-    return ref_pos, ref_neg
-
-
-def autocast(device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def check_args(a):
+    """Every flag's range, before any work; a bad value is a ValueError naming the flag and the range."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    for flag, v in (("--batch-size", a.batch_size), ("--micro-batch-size", a.micro_batch_size), ("--epochs", a.epochs),
+                    ("--log-every", a.log_every), ("--num-negatives", a.num_negatives), ("--max-steps", a.max_steps),
+                    ("--save-every", a.save_every), ("--max-examples", a.max_examples), ("--max-len", a.max_len),
+                    ("--max-prompt-len", a.max_prompt_len), ("--neg-max-new-tokens", a.neg_max_new_tokens),
+                    ("--eval-max-examples", a.eval_max_examples), ("--eval-max-new-tokens", a.eval_max_new_tokens)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    for flag, v, ok, rng in (("--lr", a.lr, a.lr >= 0, ">= 0"), ("--warmup", a.warmup, 0 <= a.warmup <= 1, "in [0, 1]"),
+                             ("--weight-decay", a.weight_decay, a.weight_decay >= 0, ">= 0"),
+                             ("--grad-clip", a.grad_clip, a.grad_clip >= 0, ">= 0 (0 = off)"),
+                             ("--adam-betas", a.adam_betas, all(0 <= b < 1 for b in a.adam_betas), "in [0, 1)")):
+        if not ok:
+            raise ValueError(f"--{flag.lstrip('-')} must be {rng}, got {v}")
+    if a.batch_size % world or (a.batch_size // world) % a.micro_batch_size:
+        raise ValueError(f"--batch-size {a.batch_size} must be divisible by (processes {world} x --micro-batch-size "
+                         f"{a.micro_batch_size})")
+    if a.max_len and a.max_prompt_len and a.max_prompt_len >= a.max_len:
+        raise ValueError(f"--max-prompt-len ({a.max_prompt_len}) must be < --max-len ({a.max_len})")
+    if a.resume and a.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    for name, users in hparam_flags().items():
+        v = getattr(a, name)
+        if v is not None:
+            if a.loss not in [loss for loss, _ in users]:
+                raise ValueError(f"--{name.replace('_', '-')} is a hyperparameter of {', '.join(l for l, _ in users)}, "
+                                 f"not of {a.loss}")
+            users[0][1].check(f"--{name.replace('_', '-')}", v)
+    check_settings(a.neg_temperature, a.neg_top_k, a.neg_top_p)
+    a.out_dir = a.out_dir or os.path.join("out", a.loss)
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: model (HF-loadable safetensors) + the training state, swapped in atomically
+# the run directory: identity, claiming it, checkpoints
 
 
-def save_checkpoint(run_dir, name, model, args, state):
-    final, tmp = os.path.join(run_dir, name), os.path.join(run_dir, name + ".tmp")
+def run_identity(args, data_sha, init_sha, hparams, neg_settings, max_len, max_prompt_len):
+    """What makes two runs the same run: every resolved flag except NOT_IDENTITY, plus the data and weights hashes."""
+    ident = {k: v for k, v in vars(args).items() if k not in NOT_IDENTITY}
+    ident.update(hparams=hparams, data_sha256=data_sha, init_sha256=init_sha, max_len=max_len,
+                 max_prompt_len=max_prompt_len, adam_betas=list(args.adam_betas),
+                 negatives=dataclasses.asdict(neg_settings) if neg_settings else None)
+    return json.loads(json.dumps(ident))  # plain JSON types, as stored
+
+
+RUN_FILES = ("metrics.jsonl", "last", "last.old", "final")  # a directory with one of these holds a run
+
+
+def claim_run_dir(args, rank):
+    """A new run may not silently mix with an old one: a used --out-dir needs --resume or --overwrite.
+    --overwrite removes the old run's files now but keeps its final/ (as final.previous/) until this run's
+    own final/ is complete. Returns the checkpoint directory to resume from (or None)."""
+    d = args.out_dir
+    used = [f for f in RUN_FILES if os.path.exists(os.path.join(d, f))]
+    if args.resume:
+        for name in ("last", "last.old"):  # last.old: a crash between save_checkpoint's two renames
+            if os.path.exists(os.path.join(d, name, "state.pt")):
+                return os.path.join(d, name)
+        raise ValueError(f"--resume: no checkpoint in {d}/last (nothing to continue; start the run without --resume)")
+    if used and not args.overwrite:
+        what = "a complete run (final/)" if "final" in used else f"a run's files ({', '.join(used)})"
+        raise ValueError(f"--out-dir {d} already holds {what}; continue it with --resume, replace it with --overwrite, "
+                         "or choose another --out-dir")
+    if rank == 0 and used:  # the old run's files go together: its checkpoints, logs and caches
+        used += [f for f in os.listdir(d) if f.startswith("ref_logps-") or f in ("config.json", "eval.json", "last.tmp")]
+        for f in used:
+            if f != "final":
+                path = os.path.join(d, f)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        if "final" in used:
+            shutil.rmtree(os.path.join(d, "final.previous"), ignore_errors=True)
+            os.replace(os.path.join(d, "final"), os.path.join(d, "final.previous"))
+            print0(f"--overwrite: the previous run's model is kept in {d}/final.previous until this run completes")
+    os.makedirs(d, exist_ok=True)
+    return None
+
+
+def check_identity(ckpt, ident, changing):
+    """Refuse to resume a checkpoint of another run; name the fields that differ."""
+    old = torch.load(os.path.join(ckpt, "state.pt"), weights_only=True, map_location="cpu")["identity"]
+    old = json.loads(old)
+    diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k) and k not in changing)
+    if diff:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {ident.get(k)!r}" for k in diff[:6])
+        raise ValueError(f"--resume: {ckpt} belongs to another run ({details}); resume with its settings, or allow "
+                         f"the change with --resume-changing {','.join(diff)}, or start anew with --overwrite")
+
+
+def _fsync_dir(path):
+    for name in os.listdir(path):
+        with open(os.path.join(path, name), "rb") as f:
+            os.fsync(f.fileno())
+
+
+def save_checkpoint(run_dir, name, model, dtype, state=None):
+    """Write run_dir/name atomically: into name.tmp, fsynced, then swapped in by renames. A crash leaves
+    either name/ or name.old/ complete, and --resume takes whichever exists."""
+    final, tmp, old = (os.path.join(run_dir, name + s) for s in ("", ".tmp", ".old"))
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, dtype=getattr(torch, args.save_dtype))
+    model.save_pretrained(tmp, dtype=dtype)
     if state is not None:
         torch.save(state, os.path.join(tmp, "state.pt"))
-    old = final + ".old"
+    _fsync_dir(tmp)
     if os.path.exists(final):
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def lr_at(step, total, args):
-    warm = max(1, int(args.warmup * total))
+def append_metrics(run_dir, row):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_metrics(run_dir, step):
+    """On resume: keep the metrics rows up to the checkpoint's step (a killed run may have logged more)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(path):
+        rows = [line for line in open(path) if line.strip() and json.loads(line)["step"] <= step]
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.writelines(rows)
+
+
+# -----------------------------------------------------------------------------
+# data: tokenize once, attach negatives, score the reference side(s)
+
+
+@dataclasses.dataclass
+class TrainData:
+    pos: list                # per prompt: (ids, n_prompt) of its positive
+    negs: list               # per prompt: its negatives (ids, n_prompt): B per epoch, or B reused every epoch
+    B: int                   # negatives per prompt in one step (0: none)
+    reuse: bool              # True: the same B negatives every epoch (preference data's rejected)
+    ref_pos: torch.Tensor = None  # (n,) float64: the starting model's logp of each positive
+    ref_neg: torch.Tensor = None  # (n, len(negs[i])) float64: ... of each negative
+
+    def cols(self, epoch):
+        """Which of a prompt's negatives epoch e uses: [e*B, (e+1)*B), so every epoch sees fresh ones."""
+        return slice(0, self.B) if self.reuse else slice(epoch * self.B, (epoch + 1) * self.B)
+
+
+def neg_settings(args, records, block_size, max_prompt_len):
+    """The NegativeSettings of this run, or None when the loss needs no sampled negatives."""
+    spec, kind = losses.LOSSES[args.loss], "pref" if "rejected" in records[0] else "sft"
+    if not spec.needs_negatives or (kind == "pref" and spec.pairs_with_rejected):
+        return None
+    chat = all(r["prompt"].startswith("\n\nHuman:") for r in records)
+    builtin = os.path.abspath(args.data) == os.path.abspath(arith.DEFAULT_TRAIN)
+    return NegativeSettings(
+        B=args.num_negatives, epochs=args.epochs, pool=FILTER_POOL if args.neg_filter == "wrong" else 1,
+        max_new_tokens=args.neg_max_new_tokens or (64 if builtin else min(320, block_size - max_prompt_len)),
+        temperature=args.neg_temperature, top_k=args.neg_top_k, top_p=args.neg_top_p,
+        prefix=(NEG_PREFIX if chat else "") if args.neg_prefix == "auto" else args.neg_prefix, seed=args.seed)
+
+
+def load_train_data(args, records, settings, model, init_sha, lens, rank, world, device):
+    """Tokenize positives and attach each prompt's negatives: (TrainData, stats of the negatives)."""
+    spec, tok, (max_len, max_prompt_len) = losses.LOSSES[args.loss], get_tokenizer(), lens
+    raw, reuse, stats = None, False, {}
+    if spec.needs_negatives and settings is None:  # preference data: the rejected response, every epoch
+        raw, reuse = "rejected", True
+    elif settings is not None:
+        path = args.negatives or negatives_path(args.negatives_dir, args.data, init_sha, settings, len(records))
+        raw = get_negatives(model, records, args.data, settings, args.init, path, init_sha, rank, world, amp_dtype(device),
+                            advice="delete it to sample anew, or pass another file with --negatives")
+        if args.neg_filter == "wrong":
+            raw, none_wrong = keep_wrong(records, raw, settings.B * settings.epochs)
+            print0(f"negatives: kept wrong answers only; {none_wrong} of {len(records)} prompts had none, and keep theirs")
+        stats = negative_shares(records, raw)
+        print0("negatives: " + ", ".join(f"{v:.1%} {k.split('/')[1]}" for k, v in stats.items()) + " (by the task's checker)"
+               if stats else "negatives: no checker for this data")
+    pos, negs, cut = tokenize(tok, records, max_len, max_prompt_len, raw)
+    print0(f"data: {len(records)} examples from {args.data}; " + truncation_report(sum(cut), len(records), max_len, max_prompt_len))
+    B = 1 if reuse else (settings.B if settings else 0)
+    return TrainData(pos, negs, B, reuse), stats
+
+
+@torch.no_grad()
+def reference_logps(model, data, sides, cache, device, amp, rank, world):
+    """The starting model's log-probs of the sides the loss names (DFT's logp_0 of the negatives, DPO's s_0
+    of both): scored once, before training, with eval.score (each rank a strided shard, merged by a sum),
+    and cached at `cache`."""
+    if os.path.exists(cache):
+        print0(f"reference log-probs: reusing {cache}")
+        z = np.load(cache)
+        data.ref_pos, data.ref_neg = torch.from_numpy(z["pos"]), torch.from_numpy(z["neg"])
+        return
+    n, K = len(data.pos), len(data.negs[0])
+    mine = list(range(rank, n, world))
+    seqs = [data.pos[i] for i in mine] * ("pos" in sides) + [s for i in mine for s in data.negs[i]] * ("neg" in sides)
+    t0 = time.time()
+    lp, _ = score(model, seqs, 32, device, amp)
+    ref_pos, ref_neg = torch.zeros(n, dtype=torch.float64), torch.zeros(n, K, dtype=torch.float64)  # 0 where not needed
+    if "pos" in sides:
+        ref_pos[mine], lp = lp[:len(mine)], lp[len(mine):]
+    if "neg" in sides:
+        ref_neg[mine] = lp.view(len(mine), K)
+    merged = all_sum({"pos": ref_pos, "neg": ref_neg})  # each entry was written by one rank
+    data.ref_pos, data.ref_neg = merged["pos"], merged["neg"]
+    print0(f"reference log-probs: {len(seqs) * world:,} sequences in {time.time() - t0:.1f}s")
+    if rank == 0:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, pos=data.ref_pos.numpy(), neg=data.ref_neg.numpy())
+
+
+# -----------------------------------------------------------------------------
+# one optimizer step
+
+
+def lr_at(step, total, lr, warmup):
+    warm = max(1, int(warmup * total))
     if step < warm:
-        return args.lr * (step + 1) / warm
-    return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return lr * (step + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def forward_group(fwd, idx, data, epoch, device, amp):
+    """ONE forward over the prompts idx: their positives, then their B negatives each -> the loss's batch."""
+    cols, N, B = data.cols(epoch), len(idx), data.B
+    seqs = [data.pos[i] for i in idx] + [s for i in idx for s in data.negs[i][cols]]
+    x, y, m = (t.to(device) for t in collate(seqs))  # (S, T) each, S = N * (1 + B)
+    with autocast(device, amp):
+        lp, n = fwd(x, y, m)  # through DDP's forward, so its backward hooks all-reduce the gradients
+    b = {"pos": lp[:N], "pos_n": n[:N]}
+    if B:
+        b["neg"], b["neg_n"] = lp[N:].view(N, B), n[N:].view(N, B)  # (N, B)
+    if data.ref_pos is not None:
+        b["ref_pos"] = data.ref_pos[idx].float().to(device)
+        if B:
+            b["ref_neg"] = data.ref_neg[idx, cols].float().to(device)  # (N, B)
+    return b
+
+
+def micro_batches(step_prompts, data, epoch, rank, world, M):
+    """This rank's share of a step, longest prompt group first (so a micro-batch pads to similar lengths),
+    cut into micro-batches of M prompts. The last step of an epoch may hold fewer prompts than there are
+    ranks: a rank without any gets [] and still takes part (train_step runs it at weight 0)."""
+    mine = sorted(step_prompts[rank::world], key=lambda i: -max(len(s[0]) for s in [data.pos[i]] + data.negs[i][data.cols(epoch)]))
+    return [mine[k:k + M] for k in range(0, len(mine), M)]
+
+
+def train_step(fwd, params, opt, step_prompts, data, log_u, epoch, cfg):
+    """One optimizer step, the six steps of the module docstring. Returns (sums of the step's metrics,
+    weighted to be divided by the step's prompt count after all_sum; the gradient norm)."""
+    spec, world = cfg["spec"], cfg["world"]
+    units = (lambda idx: len(idx)) if spec.step_mean == "prompts" else \
+        (lambda idx: sum(len(data.pos[i][0]) - data.pos[i][1] for i in idx))  # scored tokens, counted on the CPU
+    step_units = units(step_prompts)
+    batches = micro_batches(step_prompts, data, epoch, cfg["rank"], world, cfg["micro_batch_size"])        # 1.
+    sums, new_u = {"loss": 0.0}, []
+    for k, idx in enumerate(batches or [step_prompts[:1]]):  # no prompts: one pass at weight 0 keeps DDP in step
+        with fwd.no_sync() if (world > 1 and k < len(batches) - 1) else nullcontext():  # all-reduce at the last one
+            b = forward_group(fwd, idx, data, epoch, cfg["device"], cfg["amp"])                           # 2.
+            if spec.stateful:
+                b["log_u"] = log_u[idx].to(cfg["device"])
+            loss, nu, met = losses.compute_loss(cfg["loss"], b, **cfg["hparams"])                         # 3.
+            scale = units(idx) / step_units * world if batches else 0.0                                    # 4.
+            (loss * scale).backward()
+        n = len(idx) if batches else 0  # the weight-0 pass adds zeros (every rank sums the same metric names)
+        sums["loss"] = sums["loss"] + loss.detach() * scale / world * len(step_prompts)  # the step's loss x prompts
+        for name, v in met.items():
+            if name != "loss":
+                sums[name] = sums.get(name, 0.0) + v.detach().double() * n
+        if nu is not None and n:
+            new_u.append((idx, nu))
+    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"] or float("inf"))                     # 5.
+    if not (torch.isfinite(torch.as_tensor(sums["loss"])) and torch.isfinite(gnorm)):
+        return sums, gnorm
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if spec.stateful:                                                                                       # 6.
+        exchange_log_u(log_u, new_u, -(-len(step_prompts) // world))
+    return sums, gnorm
+
+
+def exchange_log_u(log_u, new_u, rows):
+    """Every rank writes every rank's new log_u into its table, so u is identical everywhere after a step.
+    log_u (n,) float64 on the CPU; new_u: this rank's [(prompt indices, new log_u (m,))]; rows: the most
+    prompts any rank had this step (all_gather needs equal shapes, so a shorter share is padded with
+    index -1). One host copy per step, one all_gather."""
+    upd = torch.full((rows, 2), -1.0, dtype=torch.float64)  # (rows, 2): (prompt index, new log_u)
+    mine = [(i, u) for ids, nu in new_u for i, u in zip(ids, nu.detach().double().cpu().tolist())]
+    upd[:len(mine)] = torch.tensor(mine, dtype=torch.float64).view(-1, 2)
+    upd = all_cat(upd)  # (rows * world, 2)
+    upd = upd[upd[:, 0] >= 0]
+    log_u[upd[:, 0].long()] = upd[:, 1]
 
 
 # -----------------------------------------------------------------------------
@@ -327,207 +450,163 @@ def lr_at(step, total, args):
 
 def main(argv=None):
     args = get_args(argv)
-    spec = losses.LOSSES[args.loss]
-    hparams = {k: getattr(args, k) for k in spec.defaults if getattr(args, k, None) is not None}
-    hparams = {**spec.defaults, **hparams}
-    token_level = args.loss == "sft"  # SFT is a mean over tokens; every other loss a mean over prompts
-    rank, world, device = compute_init(args.device)
+    rank, world, device = setup(args.device)
+    spec, amp = losses.LOSSES[args.loss], amp_dtype(device)
+    hparams = {k: getattr(args, k) if getattr(args, k) is not None else h.default for k, h in spec.hparams.items()}
     torch.manual_seed(args.seed)
-    tok = get_tokenizer()
-
-    # model
-    if args.init == "scratch":
-        model = GPT(config_for(args.size)).to(device)
-    else:
-        try:
-            model = GPT.from_pretrained(args.init, device=device)
-        except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: data.download.DownloadError
-            hint = " (the shipped base model; restore it with `git checkout data/base`)" if args.init == DEFAULT_INIT else ""
-            fail(f"cannot load --init {args.init}{hint}: {e}")
-    print0(f"model: {args.init}, {model.num_params() / 1e6:.1f}M parameters, {asdict(model.config)}; device {device}, {world} process(es)")
-
-    if args.resume and not os.path.exists(os.path.join(args.out_dir, "last", "state.pt")):
-        fail(f"--resume: no checkpoint in {args.out_dir}/last")
-    if not args.resume and os.path.exists(os.path.join(args.out_dir, "final")):
-        print0(f"note: {args.out_dir} holds a finished run; it will be replaced")
-    records, pos, negs, ref, max_len, max_prompt_len = prepare_data(args, spec, tok, model.config.block_size, rank, world, device, model)
-
-    eval_data = args.eval_data or (DEFAULT_EVAL if os.path.abspath(args.data) == os.path.abspath(DEFAULT_DATA) else None)
-    results = {}
-    if eval_data and not args.no_eval and not args.resume:
-        results["before"] = run_eval(model, eval_data, args, max_len, max_prompt_len, device)
-
-    # geometry of a step: global batch -> ranks -> micro-batches (llm.c style: assert divisibility)
-    G, M = args.batch_size, args.micro_batch_size
-    if G % world or (G // world) % M:
-        fail(f"--batch-size {G} must be divisible by (processes {world} x --micro-batch-size {M})")
-    steps_per_epoch = len(records) // G
-    if steps_per_epoch == 0:
-        fail(f"--batch-size {G} is larger than the data ({len(records)} examples)")
-    total = steps_per_epoch * args.epochs
-    print0(f"training: {args.epochs} epochs x {steps_per_epoch} steps of {G} prompts ({G // world // M} micro-batches of {M} per rank); "
-           f"{args.loss} {hparams}")
-
-    # optimizer: decay matrices (and embeddings), never biases or LayerNorm gains
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
-    log_u = torch.zeros(len(records), dtype=torch.float64)  # DFT's per-prompt log u, starts at 0
-    step = 0
-    if args.resume:
-        st = torch.load(os.path.join(args.out_dir, "last", "state.pt"), weights_only=True)
-        model.load_state_dict(GPT.from_pretrained(os.path.join(args.out_dir, "last"), device=device).state_dict())
-        opt.load_state_dict(st["optimizer"])
-        log_u, step = st["log_u"], st["step"]
-        torch.set_rng_state(st["rng"])
-        print0(f"resumed {args.out_dir}/last at step {step}")
-    elif rank == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        shutil.rmtree(os.path.join(args.out_dir, "final"), ignore_errors=True)
-        with open(os.path.join(args.out_dir, "config.json"), "w") as f:
-            json.dump({**vars(args), "hparams": hparams, "world_size": world}, f, indent=2)
-    if rank == 0 and not args.resume and os.path.exists(os.path.join(args.out_dir, "metrics.jsonl")):
-        os.remove(os.path.join(args.out_dir, "metrics.jsonl"))
-
-    raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else None
-    fwd = ddp or model
-
-    # MFU only where the GPU's bf16 peak is known (no number beats a wrong one)
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-    n_params = raw_model.num_params()
-    stop_at = min(total, args.max_steps) if args.max_steps else total
-    t_start = time.time()
-    while step < stop_at:
-        epoch, s_in_epoch = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        batch = order[s_in_epoch * G:(s_in_epoch + 1) * G].tolist()
-        # this rank's prompts of the step, longest group first: each micro-batch then pads to similar
-        # lengths (the step's gradient is a sum over micro-batches, so their order changes nothing)
-        mine = sorted(batch[rank::world], key=lambda i: -group_len(i, pos, negs, epoch))
-        lr = lr_at(step, total, args)
-        for gr in opt.param_groups:
-            gr["lr"] = lr
-        # the normalizer of the whole step: prompts, or scored tokens for SFT (known up front on every rank)
-        norm = sum(len(pos[i][0]) - pos[i][1] for i in batch) if token_level else G
-        t0 = time.time()
-        met_sum, new_u, n_tok, loss_sum = {}, [], 0, 0.0  # device tensors: no host sync per micro-batch
-        for k in range(0, len(mine), M):
-            idx = mine[k:k + M]
-            last = k + M >= len(mine)
-            sync = nullcontext() if (ddp is None or last) else ddp.no_sync()  # all-reduce once, at the last micro-batch
-            with sync:
-                b, ntok = forward_group(fwd, idx, pos, negs, ref, epoch, device)
-                n_tok += ntok
-                lu = log_u[idx].to(device) if spec.stateful else None
-                # losses return a mean over the micro-batch (or, for SFT, sum NLL / normalizer). Scale so that
-                # sum over micro-batches and mean over ranks (DDP) = the loss of the whole global batch.
-                if token_level:
-                    loss, nu, met = losses.compute_loss(args.loss, b, normalizer=norm / world, **hparams)
-                    scaled = loss
-                else:
-                    loss, nu, met = losses.compute_loss(args.loss, b, log_u=lu, **hparams)
-                    scaled = loss * len(idx) * world / G
-                scaled.backward()
-            loss_sum = loss_sum + scaled.detach()  # summed over micro-batches (and averaged over ranks below) = the step's loss
-            if nu is not None:
-                new_u.append(torch.stack([torch.tensor(idx, dtype=torch.float64), nu.detach().double().cpu()], 1))  # (m, 2)
-            # the same two curves for every loss (summed log-probs), so runs can be compared side by side
-            met["logp/pos"] = b["logps"].detach().mean()
-            if "neg_logps" in b:
-                met["logp/neg"] = b["neg_logps"].detach().mean()
-            for name, v in met.items():
-                if name == "loss":
-                    continue
-                met_sum[name] = met_sum.get(name, 0.0) + v.detach().double() * len(idx)
-        gnorm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
-        # one check per step, before the update. A NaN loss on any rank makes the all-reduced gradients NaN
-        # on every rank, so every rank stops here together (no rank is left waiting in a collective).
-        if not (torch.isfinite(loss_sum) and torch.isfinite(gnorm)):
-            what = "loss" if not torch.isfinite(loss_sum) else "gradient norm"
-            fail(f"non-finite {what} at step {step}; the weights were not updated; the last good checkpoint is in {args.out_dir}/last")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if spec.stateful:  # every rank applies every rank's new log_u: the table stays identical everywhere
-            upd = all_cat(torch.cat(new_u))  # (G, 2): (prompt index, new log_u) from every rank
-            log_u[upd[:, 0].long()] = upd[:, 1]
-        step += 1
-        if step % args.log_every == 0 or step == stop_at:
-            vec = all_sum(torch.stack([torch.as_tensor(met_sum[k], dtype=torch.float64).cpu() for k in sorted(met_sum)]
-                                   + [torch.as_tensor(loss_sum, dtype=torch.float64).cpu(), torch.tensor(float(n_tok), dtype=torch.float64)]))
-            row = {"loss": vec[-2].item() / world, **{k: vec[j].item() / G for j, k in enumerate(sorted(met_sum))}}
-            dt = time.time() - t0
-            row.update(step=step, epoch=epoch, lr=lr, grad_norm=gnorm.item(), tok_per_s=vec[-1].item() / dt)
-            if peak:
-                seqs = [pos[i] for i in batch] + ([s for i in batch for s in negs[epoch][i]] if negs else [])
-                row["mfu"] = model_flops(raw_model.config, n_params, seqs) / dt / (peak * world)
-            if spec.stateful:
-                row["log_u/table_mean"] = log_u.mean().item()
-            eta = (time.time() - t_start) / step * (stop_at - step) if not args.resume else 0
-            print0(f"step {step:4d}/{stop_at} | loss {row.get('loss', float('nan')):.4f} | "
-                   + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("loss", "step", "epoch", "lr", "tok_per_s"))
-                   + f" | lr {lr:.2e} | {row['tok_per_s']:.0f} tok/s | eta {eta:.0f}s")
-            if rank == 0:
-                with open(os.path.join(args.out_dir, "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps(row) + "\n")
-        if rank == 0 and args.save_every and step % args.save_every == 0 and step < stop_at:
-            save_checkpoint(args.out_dir, "last", raw_model, args,
-                            {"optimizer": opt.state_dict(), "log_u": log_u, "step": step, "rng": torch.get_rng_state()})
-        if dist.is_initialized() and args.save_every and step % args.save_every == 0:
-            dist.barrier()
-
+    model = load_model(args.init, device, args.size, args.seed)
+    print0(f"model: {args.init}, {model.num_params() / 1e6:.1f}M parameters; device {device}, {world} process(es)")
+    arith.ensure_default_data(args.data)
+    records = load_jsonl(args.data).records[:args.max_examples]
+    max_len = args.max_len or min(1024, model.config.block_size)
+    if max_len > model.config.block_size:
+        raise ValueError(f"--max-len {max_len} exceeds the model's block size {model.config.block_size}")
+    lens = (max_len, args.max_prompt_len or max_len // 2)
+    if lens[1] >= max_len:
+        raise ValueError(f"--max-prompt-len ({lens[1]}) must be < --max-len ({max_len})")
+    if len(records) < args.batch_size:
+        raise ValueError(f"--batch-size {args.batch_size} is larger than the data ({len(records)} examples)")
+    settings = neg_settings(args, records, model.config.block_size, lens[1])
+    init_sha = weights_sha256(model, args.init)
+    ident = run_identity(args, file_sha256(args.data), init_sha, hparams, settings, *lens)
+    ckpt = claim_run_dir(args, rank)
+    if ckpt:
+        check_identity(ckpt, ident, [f for f in args.resume_changing.split(",") if f])
+    t0 = time.time()
+    data, neg_stats = load_train_data(args, records, settings, model, init_sha, lens, rank, world, device)
+    timing = {"negatives_s": time.time() - t0}
+    if spec.needs_ref:
+        key = hashlib.sha256(json.dumps([ident, args.negatives and file_sha256(args.negatives)], sort_keys=True).encode())
+        reference_logps(model, data, spec.needs_ref, os.path.join(args.out_dir, f"ref_logps-{key.hexdigest()[:16]}.npz"),
+                        device, amp, rank, world)
+    timing["reference_s"] = time.time() - t0 - timing["negatives_s"]
+    eval_data = args.eval_data or (arith.DEFAULT_TEST if os.path.abspath(args.data) == os.path.abspath(arith.DEFAULT_TRAIN) else None)
+    results = load_eval_json(args.out_dir) if ckpt else {}
+    if eval_data and not args.no_eval and "before" not in results:
+        results["before"] = run_eval(model, eval_data, args, lens, device, amp)
     if rank == 0:
-        state = {"optimizer": opt.state_dict(), "log_u": log_u, "step": step, "rng": torch.get_rng_state()}
-        save_checkpoint(args.out_dir, "last", raw_model, args, state)
-        if step == total:
-            save_checkpoint(args.out_dir, "final", raw_model, args, None)  # the finished model, without optimizer state
-    print0(f"done: {step} steps in {time.time() - t_start:.0f}s; " +
-           (f"model in {args.out_dir}/final" if step == total else f"stopped early; continue with --resume --out-dir {args.out_dir}"))
-    if "before" in results:
-        results["after"] = run_eval(raw_model, eval_data, args, max_len, max_prompt_len, device)
-        from eval import format_table
+        write_json(os.path.join(args.out_dir, "config.json"), {**vars(args), "identity": ident, "world_size": world,
+                                                               "negatives_stats": neg_stats})
+        if results:
+            write_json(os.path.join(args.out_dir, "eval.json"), results)
+    t0 = time.time()
+    log_u, step = train(model, data, args, ident, hparams, ckpt, rank, world, device, amp)
+    if rank == 0:  # what the run cost: sampling and reference scoring are 0 when they came from a cache
+        write_json(os.path.join(args.out_dir, "timing.json"), {**timing, "train_s": time.time() - t0, "steps": step})
+    if eval_data and not args.no_eval:
+        results["after"] = run_eval(model, eval_data, args, lens, device, amp)
         print0(f"\nheld-out ({eval_data}):\n" + format_table({"before": results["before"], f"after {args.loss}": results["after"]}))
         if rank == 0:
-            with open(os.path.join(args.out_dir, "eval.json"), "w") as f:
-                json.dump(results, f, indent=2)
+            write_json(os.path.join(args.out_dir, "eval.json"), results)
+    teardown()
+    return model, log_u
+
+
+def train(model, data, args, ident, hparams, ckpt, rank, world, device, amp):
+    """The training loop: optimizer, resume, steps, logging, checkpoints, SIGTERM. Returns (log_u, step)."""
+    spec, G, n = losses.LOSSES[args.loss], args.batch_size, len(data.pos)
+    steps_per_epoch = -(-n // G)  # the last step of an epoch takes the n % G prompts left over
+    total = steps_per_epoch * args.epochs
+    stop_at = min(total, args.max_steps or total)
+    save_every = args.save_every or max(1, total // 10)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},  # matrices and embeddings
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]                 # never biases or gains
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=tuple(args.adam_betas), fused=device.type == "cuda")
+    log_u, step, saved = torch.zeros(n, dtype=torch.float64), 0, None  # DFT's per-prompt log u starts at 0
+    if ckpt:
+        st = torch.load(os.path.join(ckpt, "state.pt"), weights_only=True)
+        model.load_state_dict(load_model(ckpt, device).state_dict())
+        opt.load_state_dict(st["optimizer"])
+        log_u, step, saved = st["log_u"], st["step"], st["step"]
+        torch.set_rng_state(st["rng"])
+        if rank == 0:
+            truncate_metrics(args.out_dir, step)
+        print0(f"resumed {ckpt} at step {step}")
+    fwd = torch.compile(model) if args.compile else model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+    cfg = dict(spec=spec, loss=args.loss, hparams=hparams, rank=rank, world=world, device=device, amp=amp,
+               micro_batch_size=args.micro_batch_size, grad_clip=args.grad_clip)
+    print0(f"training: {args.epochs} epochs x {steps_per_epoch} steps of {G} prompts" + (f" (the last {n % G})" if n % G else "")
+           + f" ({G // world // args.micro_batch_size} micro-batches of {args.micro_batch_size} per rank); {args.loss} {hparams}")
+    term = []
+    signal.signal(signal.SIGTERM, lambda *_: term.append(True))
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None  # MFU only where known
+    t_start, first = time.time(), step
+    while step < stop_at:
+        epoch, s = divmod(step, steps_per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        prompts = order[s * G:(s + 1) * G].tolist()
+        lr = lr_at(step, total, args.lr, args.warmup)
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        t0 = time.time()
+        sums, gnorm = train_step(fwd, params, opt, prompts, data, log_u, epoch, cfg)
+        if not (torch.isfinite(torch.as_tensor(sums["loss"])) and torch.isfinite(gnorm)):
+            what = "gradient norm" if torch.isfinite(torch.as_tensor(sums["loss"])) else "loss"
+            fail(f"non-finite {what} at step {step + 1}; the weights were not updated; " +
+                 (f"this run's last checkpoint is {args.out_dir}/last (step {saved})" if saved else "this run saved no checkpoint"))
+        step += 1
+        if step % args.log_every == 0 or step == stop_at:
+            log_step(sums, gnorm, step, stop_at, epoch, lr, time.time() - t0, t_start, first, prompts, data, model, peak, args, log_u, rank, world)
+        stop = bool(all_sum({"term": float(bool(term))})["term"]) if world > 1 else bool(term)
+        if (step % save_every == 0 or stop) and step < stop_at:
+            checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
+            saved = step
+        if stop:
+            print0(f"SIGTERM: saved {args.out_dir}/last at step {step}; continue with --resume --out-dir {args.out_dir}")
+            teardown()
+            raise SystemExit(143)
+    if step > first or not os.path.exists(os.path.join(args.out_dir, "last")):
+        checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
+    if step == total and rank == 0:
+        save_checkpoint(args.out_dir, "final", model, getattr(torch, args.save_dtype))  # without optimizer state
+        shutil.rmtree(os.path.join(args.out_dir, "final.previous"), ignore_errors=True)
+    print0(f"done: {step} steps in {time.time() - t_start:.0f}s; " + (f"model in {args.out_dir}/final" if step == total else
+           f"stopped at --max-steps; continue with --resume --out-dir {args.out_dir}"))
+    return log_u, step
+
+
+def checkpoint(out_dir, model, opt, log_u, step, ident, rank):
+    if rank == 0:
+        state = {"optimizer": opt.state_dict(), "log_u": log_u, "step": step, "rng": torch.get_rng_state(),
+                 "identity": json.dumps(ident)}
+        save_checkpoint(out_dir, "last", model, torch.float32, state)
     if dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
-    return raw_model, log_u
 
 
-def group_len(i, pos, negs, epoch):
-    """Longest sequence of prompt i's group (its positive and this epoch's negatives)."""
-    return max([len(pos[i][0])] + ([len(s[0]) for s in negs[epoch][i]] if negs else []))
+def log_step(sums, gnorm, step, stop_at, epoch, lr, dt, t_start, first, prompts, data, model, peak, args, log_u, rank, world):
+    """Sum the step's metrics over ranks (one all-reduce), print one line, append it to metrics.jsonl."""
+    n_tok = sum(len(data.pos[i][0]) - 1 + sum(len(s[0]) - 1 for s in data.negs[i][data.cols(epoch)]) for i in prompts)
+    tot = all_sum(sums)
+    row = {k: v.item() / len(prompts) for k, v in tot.items()}
+    row.update(step=step, epoch=epoch, lr=lr, grad_norm=gnorm.item(), tok_per_s=n_tok / dt)
+    if peak:
+        seqs = [data.pos[i] for i in prompts] + [s for i in prompts for s in data.negs[i][data.cols(epoch)]]
+        row["mfu"] = model_flops(model.config, model.num_params(), seqs) / dt / (peak * world)
+    if losses.LOSSES[args.loss].stateful:
+        row["log_u/table_mean"] = log_u.mean().item()
+    eta = (time.time() - t_start) / (step - first) * (stop_at - step)
+    print0(f"step {step:4d}/{stop_at} | loss {row['loss']:.4f} | "
+           + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("loss", "step", "epoch", "lr", "tok_per_s"))
+           + f" | lr {lr:.2e} | {row['tok_per_s']:.0f} tok/s | eta {eta:.0f}s")
+    if rank == 0:
+        append_metrics(args.out_dir, row)
 
 
-def forward_group(fwd, idx, pos, negs, ref, epoch, device):
-    """One forward over the prompts idx: positives then their B negatives; per-sequence log-probs."""
-    B = len(negs[epoch][idx[0]]) if negs else 0
-    seqs = [pos[i] for i in idx] + [negs[epoch][i][j] for i in idx for j in range(B)]
-    x, y, m = (t.to(device) for t in collate(seqs))  # (S, T) each, S = len(idx) * (1 + B)
-    with autocast(device):
-        lp, n = fwd(x, y, m)  # through DDP's forward, so its backward hooks all-reduce the gradients
-    N = len(idx)
-    b = {"logps": lp[:N], "n_tokens": n[:N]}
-    if B:
-        b["neg_logps"], b["neg_n_tokens"] = lp[N:].view(N, B), n[N:].view(N, B)  # (N, B)
-    if ref is not None:
-        b["ref_logps"] = ref[0][idx].float().to(device)
-        if B:
-            b["neg_ref_logps"] = ref[1][epoch][idx].float().to(device)  # (N, B)
-    return b, int(m.sum())
+def load_eval_json(run_dir):
+    path = os.path.join(run_dir, "eval.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
 
 
-def run_eval(model, path, args, max_len, max_prompt_len, device):
-    from eval import evaluate
-    kind, recs = load_jsonl(path)
-    return evaluate(model, recs[: args.eval_max], max_len=max_len, max_prompt_len=max_prompt_len, device=device,
+def run_eval(model, path, args, lens, device, amp):
+    arith.ensure_default_data(path)
+    records = load_jsonl(path).records[:args.eval_max_examples]
+    return evaluate(model, records, max_len=lens[0], max_prompt_len=lens[1], device=device, amp=amp,
                     max_new_tokens=args.eval_max_new_tokens)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -33,6 +33,10 @@ import re
 import sys
 import time
 
+from common import HelpFormatter, atomic_path, run_main
+
+DEFAULT_DIR = "data/arith"  # where the default task lives (generated on first use, not committed)
+DEFAULT_TRAIN, DEFAULT_VAL, DEFAULT_TEST = (f"{DEFAULT_DIR}/{s}.jsonl" for s in ("train", "val", "test"))
 SPLITS = ("test", "val", "train", "base")  # generation order: the small splits first, so they stay fixed
 DEFAULT_SIZES = {"base": 100000, "train": 1000, "val": 500, "test": 500}
 MAX_VALUE = 60  # every intermediate result stays in 0..MAX_VALUE
@@ -130,11 +134,9 @@ def generate_splits(seed=0, sizes=None, steps=(2, 3)):
 
 
 def _write_jsonl(path, records):
-    tmp = f"{path}.{os.getpid()}.tmp"  # unique per process: concurrent ranks never share a tmp file
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:  # readers see the old file or the whole new one
         for r in records:
             f.write(json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n")
-    os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
 
 
 def write_splits(out_dir, seed=0, sizes=None, only=None):
@@ -153,8 +155,13 @@ def write_splits(out_dir, seed=0, sizes=None, only=None):
     return paths
 
 
-def ensure_default_data(out_dir="data/arith"):
-    """Generate the default splits on a fresh clone; files already there are left untouched."""
+def ensure_default_data(path=DEFAULT_DIR):
+    """Generate the default splits on a fresh clone when `path` is the default task's directory or one of
+    its files (any other path is left alone); files already there are left untouched. Concurrent callers
+    (every rank of a torchrun) are safe: each file is written whole, atomically, with the same bytes."""
+    out_dir = path if not path.endswith(".jsonl") else os.path.dirname(path)
+    if os.path.abspath(out_dir) != os.path.abspath(DEFAULT_DIR) and path.endswith(".jsonl"):
+        return None
     missing = [s for s in SPLITS if not os.path.exists(os.path.join(out_dir, f"{s}.jsonl"))]
     if missing:
         print(f"{out_dir}: missing {', '.join(m + '.jsonl' for m in missing)}; generating the default "
@@ -186,18 +193,20 @@ def is_correct(completion, gold_response):
 
 
 def main():
-    p = argparse.ArgumentParser(description="Generate the arithmetic word-problem task as JSONL splits.")
-    p.add_argument("--out", default="data/arith", help="output directory for {base,train,val,test}.jsonl")
+    p = argparse.ArgumentParser(description="Generate the arithmetic word-problem task as JSONL splits.",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--out", default=DEFAULT_DIR, help="output directory for {base,train,val,test}.jsonl")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     for split in ("base", "train", "val", "test"):
         p.add_argument(f"--n-{split}", type=int, default=DEFAULT_SIZES[split],
-                       help=f"number of {split} problems (default {DEFAULT_SIZES[split]})")
+                       help=f"number of {split} problems")
     args = p.parse_args()
     sizes = {s: getattr(args, f"n_{s}") for s in SPLITS}
-    if any(v < 0 for v in sizes.values()):
-        p.error("split sizes must be >= 0")
+    bad = [f"--n-{k}" for k, v in sizes.items() if v < 0]
+    if bad:
+        raise ValueError(f"{bad[0]} must be >= 0, got {sizes[bad[0][4:]]}")
     write_splits(args.out, args.seed, sizes)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -37,10 +37,15 @@ from typing import NamedTuple
 
 import torch
 
+from common import HelpFormatter, run_main
 from data.tokenizer import EOT, get_tokenizer
 
 FIELDS = {"sft": ("prompt", "response"), "pref": ("prompt", "chosen", "rejected")}
-RESPONSE_FIELDS = {"sft": ("response",), "pref": ("chosen", "rejected")}
+
+
+MAX_LEN_HELP = "max tokens of prompt + response + EOT; a longer example is cut (see --max-prompt-len)"
+MAX_PROMPT_LEN_HELP = ("when an example is longer than --max-len, its prompt loses tokens from its start, but never "
+                       "below this many; then the end of the response is cut")
 
 
 class DataError(ValueError):
@@ -143,21 +148,27 @@ def encode_ids(prompt_ids, response_ids, max_len, max_prompt_len, eos=True):
     return prompt_ids + tail, keep, True
 
 
-def encode_example(tok, prompt, response, max_len, max_prompt_len, eos=True):
-    """Text-level encode_ids. Uses encode_ordinary: "<|endoftext|>" in the text stays plain text."""
-    return encode_ids(tok.encode_ordinary(prompt), tok.encode_ordinary(response), max_len,
-                      max_prompt_len, eos=eos)
+def tokenize(tok, records, max_len, max_prompt_len, negatives=None):
+    """The one tokenization path of training and evaluation: every record's positive and its negatives.
 
-
-def encode_records(tok, records, max_len, max_prompt_len, field="response", eos=True):
-    """Tokenize records[i]["prompt"] + records[i][field] for a whole list.
-
-    Returns (seqs, n_truncated), seqs a list of (ids, n_prompt, truncated) that collate accepts. For
-    preference data call it once with field="chosen" and once with field="rejected"."""
+    records: dicts with prompt + response (SFT-style) or prompt + chosen + rejected; the positive is the
+    "response" or the "chosen". negatives: None; "rejected" (each record's rejected response is its one
+    negative); or per record a list of (token ids, eos) sampled from a model (sample.py), which are
+    scored on the bare prompt. Uses encode_ordinary: "<|endoftext|>" in the text stays plain text.
+    Returns (pos, negs, cut): pos[i] = (ids, n_prompt); negs[i] = a list of (ids, n_prompt), empty
+    without negatives; cut[i] = True when positive i was cut to max_len."""
+    key = "chosen" if "chosen" in records[0] else "response"
     prompts = tok.encode_ordinary_batch([r["prompt"] for r in records])
-    responses = tok.encode_ordinary_batch([r[field] for r in records])
-    seqs = [encode_ids(p, r, max_len, max_prompt_len, eos=eos) for p, r in zip(prompts, responses)]
-    return seqs, sum(s[2] for s in seqs)
+    responses = tok.encode_ordinary_batch([r[key] for r in records])
+    if negatives == "rejected":
+        negatives = [[(ids, True)] for ids in tok.encode_ordinary_batch([r["rejected"] for r in records])]
+    pos, negs, cut = [], [], []
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids, n_prompt, was_cut = encode_ids(p, r, max_len, max_prompt_len)
+        pos.append((ids, n_prompt))
+        cut.append(was_cut)
+        negs.append([encode_ids(p, n, max_len, max_prompt_len, eos=e)[:2] for n, e in (negatives[i] if negatives else [])])
+    return pos, negs, cut
 
 
 def truncation_report(n_truncated, n_total, max_len, max_prompt_len=None, what="examples"):
@@ -191,22 +202,24 @@ def collate(seqs, pad_id=EOT):
 
 
 def main():
-    p = argparse.ArgumentParser(description="Validate a JSONL file and report token lengths and truncation.")
+    p = argparse.ArgumentParser(description="Validate a JSONL file and report token lengths and truncation.",
+                                formatter_class=HelpFormatter)
     p.add_argument("path", help="JSONL file, SFT-style or preference-style")
     p.add_argument("--kind", choices=["sft", "pref"], default=None,
-                   help="force the format instead of detecting it from the first record")
-    p.add_argument("--max-len", type=int, default=256, help="max tokens per example (prompt+response+EOT)")
-    p.add_argument("--max-prompt-len", type=int, default=128, help="the prompt is never cut below this")
+                   help="force the format (default: detected from the first record)")
+    p.add_argument("--max-len", type=int, default=256, help=MAX_LEN_HELP)
+    p.add_argument("--max-prompt-len", type=int, default=128, help=MAX_PROMPT_LEN_HELP)
     args = p.parse_args()
     kind, records = load_jsonl(args.path, args.kind)
     tok = get_tokenizer()
     print(f"{args.path}: {len(records)} {kind}-style records")
-    for field in RESPONSE_FIELDS[kind]:
-        seqs, n_cut = encode_records(tok, records, args.max_len, args.max_prompt_len, field=field)
-        lens = sorted(len(s[0]) for s in seqs)
-        print(f"  prompt+{field}+EOT tokens: median {lens[len(lens) // 2]}, max {lens[-1]}; "
-              + truncation_report(n_cut, len(seqs), args.max_len, args.max_prompt_len))
+    pos, negs, cut = tokenize(tok, records, args.max_len, args.max_prompt_len, "rejected" if kind == "pref" else None)
+    for field, seqs in (("response" if kind == "sft" else "chosen", pos), ("rejected", [n[0] for n in negs if n])):
+        if seqs:
+            lens = sorted(len(s[0]) for s in seqs)
+            print(f"  prompt+{field}+EOT tokens: median {lens[len(lens) // 2]}, max {lens[-1]}")
+    print("  " + truncation_report(sum(cut), len(pos), args.max_len, args.max_prompt_len))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -107,8 +107,6 @@ def test_preference_accuracy_by_hand():
 
 
 def test_exact_match_with_a_fake_generator(monkeypatch):
-    import sample
-
     tok, calls = get_tokenizer(), []
 
     def fake_generate(model, prompts, max_new_tokens, temperature=1.0, **kw):
@@ -118,7 +116,7 @@ def test_exact_match_with_a_fake_generator(monkeypatch):
         texts = [next((v for k, v in out.items() if k in tok.decode(list(p))), " I don't know") for p in prompts]
         return [(tok.encode_ordinary(t), True) for t in texts]  # new ids without the EOT, as generate
 
-    monkeypatch.setattr(sample, "generate", fake_generate)
+    monkeypatch.setattr(ev, "generate", fake_generate)
     recs = [RECORDS[0], RECORDS[1], RECORDS[2]]
     m = ev.evaluate(tiny(), recs, batch_size=2, max_new_tokens=7, progress=False, **KW)
     assert m["exact_match"] == pytest.approx(1 / 3)
@@ -137,9 +135,7 @@ def answer_12(model, prompts, max_new_tokens, temperature=1.0, **kw):
 
 
 def _worker(rank, store_path, out_path):
-    import sample
-
-    sample.generate = answer_12  # this spawned process only
+    ev.generate = answer_12  # this spawned process only
     store = dist.FileStore(store_path, 2)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     try:
@@ -151,9 +147,7 @@ def _worker(rank, store_path, out_path):
 
 
 def test_two_ranks_equal_one(tmp_path, monkeypatch):
-    import sample
-
-    monkeypatch.setattr(sample, "generate", answer_12)
+    monkeypatch.setattr(ev, "generate", answer_12)
     one = ev.evaluate(tiny(), RECORDS, NEGS, exact_match=True, batch_size=2, progress=False, **KW)
     out = str(tmp_path / "m.json")
     mp.spawn(_worker, args=(str(tmp_path / "store"), out), nprocs=2, join=True)
@@ -192,7 +186,16 @@ def test_format_table():
     assert lines[3].split() == ["pref_acc", "-", "0.7500"] and lines[4].split() == ["n_examples", "10", "10"]
 
 
-def test_plot_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        ev.main(["--plot", str(tmp_path / "nope")])
-    assert e.value.code == 2 and "no metrics.jsonl in" in capsys.readouterr().err
+def test_negatives_graded_by_the_task_checker():
+    """On checkable data: the share of negatives that are correct / identical to the reference, and pref_acc
+    over the wrong ones only."""
+    model, tok = tiny(), get_tokenizer()
+    recs = [{"prompt": "Q: 1+1?\nA:", "response": " The answer is 2."}, {"prompt": "Q: 2+2?\nA:", "response": " The answer is 4."}]
+    enc = lambda t: tok.encode_ordinary(t)  # noqa: E731
+    negs = [[(enc(" The answer is 2."), True), (enc(" The answer is 3."), True)],   # identical; wrong
+            [(enc(" so the answer is 4."), True), (enc(" The answer is 5."), False)]]  # correct, not identical; wrong
+    m = ev.evaluate(model, recs, negs, exact_match=False, progress=False, **KW)
+    assert m["neg/correct"] == 0.5 and m["neg/identical"] == 0.25
+    full = ev.evaluate(model, recs, [[n[1]] for n in negs], exact_match=False, progress=False, **KW)
+    assert m["pref_acc/wrong"] == full["pref_acc"]   # the wrong negatives alone
+    assert "neg/correct" not in ev.evaluate(model, RECORDS, NEGS, exact_match=False, progress=False, **KW)  # no checker

@@ -10,8 +10,7 @@ import random
 import pytest
 import torch
 
-from data.format import (DataError, collate, encode_example, encode_ids, encode_records, load_jsonl,
-                         truncation_report)
+from data.format import DataError, collate, encode_ids, load_jsonl, tokenize, truncation_report
 from data.tokenizer import EOT, get_tokenizer
 
 E = EOT
@@ -182,29 +181,42 @@ def test_encode_random_against_rules():
             assert len(ids) == max_len
 
 
-def test_encode_example_text_and_boundary():
+def test_tokenize_text_and_boundary():
     tok = get_tokenizer()
     prompt, response = "Question: 2 + 3?\nAnswer:", " 5. The answer is 5."
-    ids, n_prompt, cut = encode_example(tok, prompt, response, max_len=64, max_prompt_len=32)
-    assert ids == tok.encode_ordinary(prompt) + tok.encode_ordinary(response) + [E]
-    assert n_prompt == len(tok.encode_ordinary(prompt)) and not cut
+    pos, negs, cut = tokenize(tok, [{"prompt": prompt, "response": response}], max_len=64, max_prompt_len=32)
+    assert pos[0][0] == tok.encode_ordinary(prompt) + tok.encode_ordinary(response) + [E]
+    assert pos[0][1] == len(tok.encode_ordinary(prompt)) and cut == [False] and negs == [[]]
 
 
 def test_endoftext_in_text_is_plain_text():
     tok = get_tokenizer()
-    ids, n_prompt, _ = encode_example(tok, "a <|endoftext|> b", " c<|endoftext|>", 64, 32)
+    (ids, n_prompt), = tokenize(tok, [{"prompt": "a <|endoftext|> b", "response": " c<|endoftext|>"}], 64, 32)[0]
     assert ids[-1] == E and E not in ids[:-1]
     assert tok.decode(ids[:-1]) == "a <|endoftext|> b c<|endoftext|>"
 
 
-def test_encode_records_counts_truncation():
+def test_tokenize_counts_truncation():
     tok = get_tokenizer()
     records = [{"prompt": "Hi", "response": " there"},
                {"prompt": "Hi", "response": " one two three four five six seven eight"}]
-    seqs, n_cut = encode_records(tok, records, max_len=6, max_prompt_len=2)
-    assert n_cut == 1 and [s[2] for s in seqs] == [False, True]
-    assert truncation_report(n_cut, len(seqs), 6) == "cut 1 of 2 examples to max_len=6"
+    pos, _, cut = tokenize(tok, records, max_len=6, max_prompt_len=2)
+    assert cut == [False, True] and len(pos[1][0]) == 6
+    assert truncation_report(sum(cut), len(pos), 6) == "cut 1 of 2 examples to max_len=6"
     assert truncation_report(3, 1000, 256, 128) == "cut 3 of 1000 examples to max_len=256 (max_prompt_len=128)"
+
+
+def test_tokenize_negatives_share_the_positive_prompt():
+    """Rejected responses and sampled negatives are scored on the same (cut) prompt as their positive;
+    a sampled negative that ran out of tokens (eos False) gets no EOT."""
+    tok = get_tokenizer()
+    pref = [{"prompt": "Q: 1+1?", "chosen": " 2", "rejected": " 3"}]
+    pos, negs, _ = tokenize(tok, pref, 16, 8, "rejected")
+    p = tok.encode_ordinary("Q: 1+1?")
+    assert pos[0] == (p + tok.encode_ordinary(" 2") + [E], len(p))
+    assert negs[0] == [(p + tok.encode_ordinary(" 3") + [E], len(p))]
+    pos, negs, _ = tokenize(tok, [{"prompt": "Q: 1+1?", "response": " 2"}], 16, 8, [[([11, 12], True), ([13], False)]])
+    assert negs[0] == [(p + [11, 12, E], len(p)), (p + [13], len(p))]
 
 
 # ---------------------------------------------------------------- collate

@@ -110,15 +110,16 @@ def test_sequence_logps_ignores_prompt_and_padding():
     assert not torch.allclose(sequence_logps(l2, y2, mask)[0], ref.detach())
 
 
-def test_logmeanexp_and_logaddexp_helpers():
+def test_logmeanexp_and_u_update_are_stable():
     x = torch.tensor([[1e4, 1e4 - 1.0, 1e4 - 50.0], [-1e4, -2e4, -3e4], [-math.inf] * 3], dtype=torch.float64)
     out = losses.logmeanexp(x, dim=1)        # naive exp overflows / underflows on every row
     close(out[:2], [lme(r) for r in x[:2].tolist()])
     assert out[2].item() == -math.inf        # an all -inf row is -inf, not NaN
-    a = torch.tensor([-math.inf, -math.inf, 1e4, -3.0], dtype=torch.float64)
-    b = torch.tensor([3.0, -math.inf, 1e4, -1e4], dtype=torch.float64)
-    close(losses.logaddexp(a, b)[2:], [1e4 + math.log(2), -3.0])
-    assert losses.logaddexp(a, b)[:2].tolist() == [3.0, -math.inf]
+    log_u = torch.tensor([1e4, -1e4, 0.0], dtype=torch.float64)
+    new = losses.update_log_u(log_u, x, 0.5)  # log(0.5 e^log_u + 0.5 mean e^d), with no overflow anywhere
+    close(new[:2], [1e4 + math.log(0.5 + 0.5 * math.exp(lme(x[0].tolist()) - 1e4)),
+                    math.log(0.5) + lme(x[1].tolist()) + math.log1p(math.exp(-1e4 - lme(x[1].tolist())))])
+    assert new[2].item() == math.log(0.5)    # an all -inf row of d only decays u
 
 
 # ---------------------------------------------------------------- SFT
@@ -131,35 +132,8 @@ def test_sft_value_and_grad():
     close(loss, -sum(lp) / sum(n))
     close(x.grad, [-1 / sum(n)] * 3)
     close(m["nll"], -sum(lp) / sum(n), 1e-6)
-    close(m["logp/pos"], sum(lp) / 3, 1e-6)
-    loss2, m2 = sft_loss(t64(lp), torch.tensor(n), normalizer=5.0)
-    close(loss2, -sum(lp) / 5.0)
-    close(m2["nll"], -sum(lp) / sum(n), 1e-6)   # the metric stays this micro-batch's token mean
-
-
-def test_sft_normalizer_makes_ddp_accumulation_one_big_batch():
-    torch.manual_seed(0)
-    X = torch.randn(8, 3, dtype=torch.float64)
-    n = torch.tensor([1, 9, 2, 2, 7, 3, 1, 5])             # unequal lengths: the case that breaks naive means
-    theta = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    logps = lambda idx: -(X[idx] @ theta) ** 2 * n[idx]
-
-    big, _ = sft_loss(logps(torch.arange(8)), n)
-    g_big, = torch.autograd.grad(big, theta)
-    W, total = 2, n.sum().item()
-    for normalizer, scale in ((total / W, 1.0), (None, 0.5)):   # the documented way, and a naive mean
-        rank_grads, value = [], 0.0
-        for r in range(W):                                       # rank r gets examples r*4 .. r*4+3
-            g_r = torch.zeros(3, dtype=torch.float64)
-            for micro in (torch.arange(r * 4, r * 4 + 1), torch.arange(r * 4 + 1, r * 4 + 4)):
-                loss, _ = sft_loss(logps(micro), n[micro], normalizer=normalizer)
-                loss = loss * scale                              # naive: divide by the 2 accumulation steps
-                g_r += torch.autograd.grad(loss, theta)[0]       # gradients of micro-batches add up
-                value += loss.item() / W
-            rank_grads.append(g_r)
-        g_ddp = sum(rank_grads) / W                              # DDP averages gradients over ranks
-        same = torch.allclose(g_ddp, g_big) and abs(value - big.item()) < 1e-9
-        assert same == (normalizer is not None)
+    _, _, m2 = compute_loss("sft", {"pos": t64(lp), "pos_n": torch.tensor(n)})
+    close(m2["logp/pos"], sum(lp) / 3, 1e-6)   # the summed log-prob, added to every loss's metrics
 
 
 # ---------------------------------------------------------------- DFT / DFT2 references
@@ -192,8 +166,7 @@ def test_dft_value_grad_and_no_grad_to_state():
     assert R.grad is None and U.grad is None and not new_u.requires_grad
     assert all(v.dim() == 0 and not v.requires_grad for v in m.values())
     flat_w = [x for row in r_w for x in row]
-    for k, v in {"loss": r_loss, "logp/pos": sum(pos) / 3, "logp/neg": sum(map(sum, neg)) / 12,
-                 "logp0/neg": sum(map(sum, ref)) / 12, "log_u": sum(r_u) / 3,
+    for k, v in {"loss": r_loss, "logp0/neg": sum(map(sum, ref)) / 12, "log_u": sum(r_u) / 3,
                  "w/mean": sum(flat_w) / 12, "w/max": max(flat_w)}.items():
         assert abs(m[k].item() - v) < 1e-4 * max(1, abs(v)), k
 
@@ -285,9 +258,10 @@ def odds(a):
     return a - math.log(-math.expm1(a))
 
 
-def asft_ref(chosen, rejected, lam):
-    """Published form, pairs (i, j) averaged: -a_w - lam [log sig(odds(a_w)) + log sig(-odds(a_l))]."""
-    terms = [-chosen[i] - lam * (logsig(odds(chosen[i])) + logsig(-odds(rejected[i][j])))
+def asft_ref(chosen, rejected, lam, beta=1.0):
+    """Published form with the scale beta inside the odds, pairs (i, j) averaged:
+    -a_w - lam [log sig(odds(beta a_w)) + log sig(-odds(beta a_l))]."""
+    terms = [-chosen[i] - lam * (logsig(odds(beta * chosen[i])) + logsig(-odds(beta * rejected[i][j])))
              for i in range(len(rejected)) for j in range(len(rejected[0]))]
     return sum(terms) / len(terms)
 
@@ -298,19 +272,32 @@ def test_asft_log_odds_identity():
         assert abs(logsig(-odds(a)) - math.log(1 - math.exp(a))) < 1e-9 * max(1, abs(math.log(1 - math.exp(a))))
 
 
-@pytest.mark.parametrize("B", [None, 1, 3])   # None: preference data, rejected of shape (N,)
-def test_asft_value_and_grad(B):
+@pytest.mark.parametrize("B,beta", [(None, 1.0), (1, 1.0), (3, 1.0), (3, 0.1)])   # None: preference data, shape (N,)
+def test_asft_value_and_grad(B, beta):
     lam = 0.3
     chosen = rand((3,), -4, -0.05, 60)
     rejected = rand((3, B or 1), -6, -0.05, 61)
     C, Rj = t64(chosen), t64([r[0] for r in rejected] if B is None else rejected)
-    loss, m = asft_loss(C, Rj, lam=lam)
+    loss, m = asft_loss(C, Rj, lam=lam, beta=beta)
     loss.backward()
-    close(loss, asft_ref(chosen, rejected, lam))
-    gc, gr = fd_grad(lambda c, r: asft_ref(c, r, lam), [chosen, rejected])
+    close(loss, asft_ref(chosen, rejected, lam, beta))
+    gc, gr = fd_grad(lambda c, r: asft_ref(c, r, lam, beta), [chosen, rejected])
     close(C.grad, gc, 1e-6)
     close(Rj.grad, [r[0] for r in gr] if B is None else gr, 1e-6)
-    assert abs(m["avg_logp/rejected"].item() - sum(map(sum, rejected)) / (3 * (B or 1))) < 1e-5
+    assert abs(m["avg_logp/neg"].item() - sum(map(sum, rejected)) / (3 * (B or 1))) < 1e-5
+
+
+def test_asft_rejected_gradient_is_bounded_near_zero():
+    """log(1 - exp(a)) has gradient -exp(a)/(1 - exp(a)): about -1e9 at a = -1e-9. Past the clamp it is 0,
+    and before it never larger than the documented bound."""
+    lam = 0.5
+    for a, want in ((-1e-9, 0.0), (-1e-12, 0.0), (0.0, 0.0), (-2e-3, lam * math.exp(-2e-3) / -math.expm1(-2e-3))):
+        r = torch.tensor([a], dtype=torch.float64, requires_grad=True)
+        loss, _ = asft_loss(torch.tensor([-0.5], dtype=torch.float64), r, lam=lam)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(r.grad).all()
+        assert abs(r.grad.item() - want) < 1e-6 * max(1, want), (a, r.grad.item(), want)
+        assert r.grad.abs().item() <= lam * math.exp(losses.X_MAX) / -math.expm1(losses.X_MAX) + 1e-9
 
 
 # ---------------------------------------------------------------- DPO
@@ -353,11 +340,13 @@ def test_dpo_metrics_hand_case():
                        torch.tensor([-11.0, -20.0]), torch.tensor([-11.0, -16.0]), beta=0.5)
     # rewards chosen (0.5, 0), rejected (-0.5, 0.5), margins (1, -0.5)
     want = {"rewards/chosen": 0.25, "rewards/rejected": 0.0, "rewards/margins": 0.25,
-            "rewards/accuracies": 0.5, "logps/chosen": -15.0, "logps/rejected": -13.5,
-            "loss": (math.log1p(math.exp(-1)) + math.log1p(math.exp(0.5))) / 2}
+            "rewards/accuracies": 0.5, "loss": (math.log1p(math.exp(-1)) + math.log1p(math.exp(0.5))) / 2}
     for k, v in want.items():
         assert abs(m[k].item() - v) < 1e-6, k
     assert abs(loss.item() - want["loss"]) < 1e-6
+    _, _, m = compute_loss("dpo", {"pos": torch.tensor([-10.0, -20.0]), "neg": torch.tensor([-12.0, -15.0]),
+                                   "ref_pos": torch.tensor([-11.0, -20.0]), "ref_neg": torch.tensor([-11.0, -16.0])}, beta=0.5)
+    assert (m["logp/pos"].item(), m["logp/neg"].item()) == (-15.0, -13.5)   # TRL's logps/chosen, logps/rejected
 
 
 # ---------------------------------------------------------------- numerics at the extremes
@@ -392,41 +381,56 @@ def test_extreme_inputs_stay_finite(gamma, tau):
 # ---------------------------------------------------------------- registry and the uniform entry point
 
 def test_registry_defaults_and_flags():
-    assert set(LOSSES) == {"sft", "dft", "dft2", "asft", "dpo"}
+    assert set(LOSSES) == {"sft", "nll", "dft", "dft2", "asft", "dpo"}
     assert LOSSES["dft"].defaults == {"tau": 1.0, "gamma": 0.85}
     assert LOSSES["dft2"].defaults == {"tau": 0.3, "gamma": 0.9}
-    assert LOSSES["dpo"].defaults["beta"] == 0.1 and LOSSES["asft"].defaults == {"lam": 0.1}
-    flags = {k: (s.needs_negatives, s.needs_ref, s.length_normalized, s.stateful) for k, s in LOSSES.items()}
-    assert flags == {"sft": (False, (), False, False), "dft": (True, ("neg",), False, True),
-                     "dft2": (True, (), True, True), "asft": (True, (), True, False),
-                     "dpo": (True, ("pos", "neg"), False, False)}
+    assert LOSSES["dpo"].defaults["beta"] == 0.1 and LOSSES["asft"].defaults == {"lam": 0.1, "beta": 1.0}
+    flags = {k: (s.needs_negatives, s.needs_ref, s.length_normalized, s.stateful, s.step_mean, s.pairs_with_rejected)
+             for k, s in LOSSES.items()}
+    assert flags == {"sft": (False, (), False, False, "tokens", False), "nll": (False, (), False, False, "prompts", False),
+                     "dft": (True, ("neg",), False, True, "prompts", False),
+                     "dft2": (True, (), True, True, "prompts", False), "asft": (True, (), True, False, "prompts", True),
+                     "dpo": (True, ("pos", "neg"), False, False, "prompts", True)}
     import inspect
-    for s in LOSSES.values():   # the registered defaults are the functions' own defaults
+    for s in LOSSES.values():   # the registered defaults are the functions' own defaults, inputs its arguments
         params = inspect.signature(s.fn).parameters
         assert all(params[k].default == v for k, v in s.defaults.items())
+        assert len(s.inputs) == len(params) - len(s.hparams) and set(s.inputs) <= set(losses.INPUTS)
+
+
+def test_hyperparameter_ranges():
+    for name, v in (("tau", 0.0), ("gamma", 0.0), ("gamma", 1.5), ("tau", float("nan"))):
+        with pytest.raises(ValueError, match=f"--{name} must satisfy"):
+            LOSSES["dft"].hparams[name].check(f"--{name}", v)
+    LOSSES["dft"].hparams["gamma"].check("--gamma", 1.0)                       # gamma = 1 is allowed
+    with pytest.raises(ValueError, match="label_smoothing must satisfy 0 <= label_smoothing < 0.5"):
+        LOSSES["dpo"].hparams["label_smoothing"].check("label_smoothing", 0.5)
 
 
 def test_compute_loss_matches_direct_calls():
     g = torch.Generator().manual_seed(3)
-    batch = {"logps": -torch.rand(3, generator=g) * 20, "n_tokens": torch.tensor([4, 9, 2]),
-             "neg_logps": -torch.rand(3, 2, generator=g) * 30, "neg_n_tokens": torch.tensor([[5, 3], [8, 1], [2, 6]]),
-             "ref_logps": -torch.rand(3, generator=g) * 20, "neg_ref_logps": -torch.rand(3, 2, generator=g) * 30}
+    batch = {"pos": -torch.rand(3, generator=g) * 20, "pos_n": torch.tensor([4, 9, 2]),
+             "neg": -torch.rand(3, 2, generator=g) * 30, "neg_n": torch.tensor([[5, 3], [8, 1], [2, 6]]),
+             "ref_pos": -torch.rand(3, generator=g) * 20, "ref_neg": -torch.rand(3, 2, generator=g) * 30,
+             "log_u": torch.tensor([0.0, 1.0, -1.0])}
     b = batch
-    pa, na = b["logps"] / b["n_tokens"], b["neg_logps"] / b["neg_n_tokens"]
-    log_u = torch.tensor([0.0, 1.0, -1.0])
-    want = {"sft": sft_loss(b["logps"], b["n_tokens"], normalizer=7.0)[0],
-            "dft": dft_loss(b["logps"], b["neg_logps"], b["neg_ref_logps"], log_u, tau=0.5)[0],
-            "dft2": dft2_loss(pa, na, log_u)[0],
+    pa, na = b["pos"] / b["pos_n"], b["neg"] / b["neg_n"]
+    want = {"sft": sft_loss(b["pos"], b["pos_n"])[0], "nll": -b["pos"].mean(),
+            "dft": dft_loss(b["pos"], b["neg"], b["ref_neg"], b["log_u"], tau=0.5)[0],
+            "dft2": dft2_loss(pa, na, b["log_u"])[0],
             "asft": asft_loss(pa, na)[0],
-            "dpo": dpo_loss(b["logps"], b["neg_logps"], b["ref_logps"], b["neg_ref_logps"])[0]}
+            "dpo": dpo_loss(b["pos"], b["neg"], b["ref_pos"], b["ref_neg"])[0]}
     for name, w in want.items():
-        loss, new_u, m = compute_loss(name, batch, log_u=log_u, normalizer=7.0, **({"tau": 0.5} if name == "dft" else {}))
+        loss, new_u, m = compute_loss(name, batch, **({"tau": 0.5} if name == "dft" else {}))
         assert torch.equal(loss, w), name
         assert (new_u is not None) == LOSSES[name].stateful
-    assert not torch.equal(compute_loss("dft", batch, log_u=log_u)[0], want["dft"])   # the override mattered
+        assert m["logp/pos"].item() == pytest.approx(b["pos"].mean().item())
+    assert not torch.equal(compute_loss("dft", batch)[0], want["dft"])   # the override mattered
     with pytest.raises(ValueError, match="beta"):
-        compute_loss("dft", batch, log_u=log_u, beta=0.1)
+        compute_loss("dft", batch, beta=0.1)
     with pytest.raises(ValueError, match="unknown loss"):
         compute_loss("ppo", batch)
     with pytest.raises(ValueError, match="log_u"):
-        compute_loss("dft2", batch)
+        compute_loss("dft2", {k: v for k, v in batch.items() if k != "log_u"})
+    with pytest.raises(ValueError, match="tau must satisfy"):
+        compute_loss("dft", batch, tau=0.0)

@@ -1,6 +1,7 @@
 """sample.py: KV-cache sampling equals the slow full-forward loop, batching changes nothing, the
 filters keep exactly the intended tokens, EOS stops a row, seeds reproduce; the negatives file has its
 schema, resumes byte-identically, refuses stale or broken files, and 2 ranks write what 1 rank writes."""
+import dataclasses
 import json
 import os
 
@@ -12,10 +13,15 @@ import torch.multiprocessing as mp
 import sample
 from data.tokenizer import EOT, get_tokenizer
 from model import GPT, config_for
-from sample import (_generate, epoch_slice, generate, load_negatives, negatives_meta, pick, sample_negatives,
-                    top_k_filter, top_p_filter)
+from sample import (NegativeSettings, _generate, epoch_slice, generate, keep_wrong, load_negatives, negative_shares,
+                    negatives_meta, negatives_path, pick, sample_negatives, top_k_filter, top_p_filter)
 
-NEG = dict(B=2, epochs=2, max_new_tokens=6, batch_size=8, seed=0, init_source="tiny")  # 2 prompts per batch
+SET = NegativeSettings(B=2, epochs=2, max_new_tokens=6, batch_size=8, seed=0)  # 2 prompts per batch
+
+
+def neg(model, records, out, path, world=1, rank=0, **changes):
+    """sample_negatives with the test's settings (changed by keyword)."""
+    return sample_negatives(model, records, out, dataclasses.replace(SET, **changes), path, "tiny", rank=rank, world=world)
 PROMPTS = ["Question: 2 + 3?\nAnswer:", "Hi", "A much longer prompt, with quite a few more tokens in it than the others.",
            "x", "Tell me a story about a cat.", "1 2 3 4 5", "The end"]
 
@@ -172,7 +178,7 @@ def test_same_seed_same_samples_different_seed_different(model):
 
 
 def test_cli_prints_numbered_samples(capsys):
-    sample.main(["--init", "tiny", "--prompt", "Hello", "--num", "2", "--max-new-tokens", "4", "--device", "cpu"])
+    sample.main(["--init", "scratch", "--size", "tiny", "--prompt", "Hello", "--num", "2", "--max-new-tokens", "4", "--device", "cpu"])
     out = capsys.readouterr().out
     assert out.count("--- prompt ---\nHello\n") == 1
     assert "--- sample 1 of 2" in out and "--- sample 2 of 2" in out and "tokens/s" in out
@@ -180,7 +186,7 @@ def test_cli_prints_numbered_samples(capsys):
 
 def test_cli_missing_default_model_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="default base model is missing.*--init gpt2"):
+    with pytest.raises(FileNotFoundError, match="shipped base model is missing.*--init gpt2"):
         sample.main(["--prompt", "hi", "--device", "cpu"])
 
 
@@ -190,13 +196,13 @@ def test_cli_missing_default_model_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_negatives_file_schema_and_reproducibility(model, data, tmp_path):
     path, records = data
-    out = sample_negatives(model, records, str(tmp_path / "neg.jsonl"), data_path=path, **NEG)
+    out = neg(model, records, str(tmp_path / "neg.jsonl"), path)
     assert not os.path.exists(out + ".partial")
     lines = open(out, encoding="utf-8").read().splitlines()
     meta = json.loads(lines[0])["meta"]
     assert meta["data"] == path and meta["n_examples"] == len(PROMPTS) and meta["n_per_prompt"] == 4
-    assert (meta["num_negatives_per_epoch"], meta["epochs"], meta["temperature"], meta["top_k"]) == (2, 2, 0.7, 50)
-    assert meta["nanodft_version"] == "1" and len(meta["data_sha256"]) == 64 and meta["init_sha256"].startswith("weights:")
+    assert (meta["B"], meta["epochs"], meta["temperature"], meta["top_k"]) == (2, 2, 0.7, 50)
+    assert meta["nanodft_version"] == "2" and len(meta["data_sha256"]) == 64 and meta["init_sha256"].startswith("weights:")
     assert negatives_meta(out) == meta and len(lines) == 1 + len(PROMPTS)
     tok = get_tokenizer()
     for i, line in enumerate(lines[1:]):
@@ -207,15 +213,15 @@ def test_negatives_file_schema_and_reproducibility(model, data, tmp_path):
     negs = load_negatives(out, path, len(PROMPTS), 4)
     assert [len(x) for x in negs] == [4] * len(PROMPTS) and epoch_slice(negs[0], 1, 2) == negs[0][2:4]
     # the same seed reproduces the file (larger batches too: seeds are per example); another seed does not
-    again = sample_negatives(model, records, str(tmp_path / "again.jsonl"), data_path=path, **{**NEG, "batch_size": 64})
+    again = neg(model, records, str(tmp_path / "again.jsonl"), path, batch_size=64)
     assert body(again)[1] == body(out)[1]
-    other = sample_negatives(model, records, str(tmp_path / "other.jsonl"), data_path=path, **{**NEG, "seed": 1})
+    other = neg(model, records, str(tmp_path / "other.jsonl"), path, seed=1)
     assert body(other)[1] != body(out)[1]
 
 
 def test_negatives_resume_is_byte_identical(model, data, tmp_path, monkeypatch):
     path, records = data
-    full = sample_negatives(model, records, str(tmp_path / "full.jsonl"), data_path=path, **NEG)
+    full = neg(model, records, str(tmp_path / "full.jsonl"), path)
     out = str(tmp_path / "neg.jsonl")
     calls, crash_at = [], [3]
 
@@ -227,7 +233,7 @@ def test_negatives_resume_is_byte_identical(model, data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sample, "_generate", crash_on_third)
     with pytest.raises(Interrupted):
-        sample_negatives(model, records, out, data_path=path, **NEG)
+        neg(model, records, out, path)
     with open(out + ".partial", "rb") as f:
         lines = f.read().split(b"\n")
     assert len(lines) == 1 + 4 + 1  # header + 2 batches of 2 records + b""
@@ -235,23 +241,22 @@ def test_negatives_resume_is_byte_identical(model, data, tmp_path, monkeypatch):
         f.write(b"\n".join(lines[:4]) + b'\n{"i": 3, "negati')
     calls.clear()
     crash_at[0] = None
-    sample_negatives(model, records, out, data_path=path, **NEG)
+    neg(model, records, out, path)
     assert len(calls) == 3  # 4 batches of 2,2,2,1 prompts: the first kept, the 3 others redone
     assert body(out) == body(full)  # every byte but the meta's creation time
     # a partial left by a run with other settings is refused
     calls.clear()
     crash_at[0] = 3
     with pytest.raises(Interrupted):
-        sample_negatives(model, records, str(tmp_path / "x.jsonl"), data_path=path, **NEG)
+        neg(model, records, str(tmp_path / "x.jsonl"), path)
     monkeypatch.setattr(sample, "_generate", _generate)
     with pytest.raises(ValueError, match=r"x.jsonl.partial: left by an interrupted run .*temperature.*delete it"):
-        sample_negatives(model, records, str(tmp_path / "x.jsonl"), data_path=path, **{**NEG, "max_new_tokens": 5,
-                                                                                      "temperature": 0.9})
+        neg(model, records, str(tmp_path / "x.jsonl"), path, max_new_tokens=5, temperature=0.9)
 
 
 def test_negatives_stale_and_broken_files_are_refused(model, data, tmp_path):
     path, records = data
-    out = sample_negatives(model, records, str(tmp_path / "neg.jsonl"), data_path=path, **NEG)
+    out = neg(model, records, str(tmp_path / "neg.jsonl"), path)
     other = tmp_path / "other.jsonl"
     other.write_text(open(path).read().replace("Hi", "Hello"))
     with pytest.raises(ValueError, match=r"negatives file .*neg.jsonl was sampled for a different data file"):
@@ -259,7 +264,7 @@ def test_negatives_stale_and_broken_files_are_refused(model, data, tmp_path):
     with pytest.raises(ValueError, match="needed 7 x 6"):
         load_negatives(out, path, len(PROMPTS), 6)
     with pytest.raises(ValueError, match="exists but was sampled with other settings"):
-        sample_negatives(model, records, out, data_path=path, **{**NEG, "seed": 5})
+        neg(model, records, out, path, seed=5)
     lines = open(out, encoding="utf-8").read().splitlines(keepends=True)
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(lines[:2]) + '{"i": 1, "negatives": [\n' + "".join(lines[3:]))
@@ -279,15 +284,39 @@ def test_negatives_stale_and_broken_files_are_refused(model, data, tmp_path):
 def _worker(rank, store_path, records, data_path, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
-    sample_negatives(tiny_model(), records, out, data_path=data_path, rank=rank, world_size=2, **NEG)
+    neg(tiny_model(), records, out, data_path, world=2, rank=rank)
     assert os.path.exists(out)  # every rank returns only after the merge
     dist.destroy_process_group()
 
 
 def test_two_ranks_write_the_same_file_as_one(model, data, tmp_path):
     path, records = data
-    one = sample_negatives(model, records, str(tmp_path / "one.jsonl"), data_path=path, **NEG)
+    one = neg(model, records, str(tmp_path / "one.jsonl"), path)
     two = str(tmp_path / "two.jsonl")
     mp.spawn(_worker, args=(str(tmp_path / "store"), records, path, two), nprocs=2)
     assert body(two) == body(one)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".partial")]
+
+
+def test_negatives_cache_name_depends_on_data_path_weights_and_every_setting(tmp_path):
+    base = negatives_path("c", "a/train.jsonl", "sha1", SET)
+    assert base.startswith(os.path.join("c", "train-")) and base.endswith(".jsonl")
+    others = [negatives_path("c", "b/train.jsonl", "sha1", SET), negatives_path("c", "a/train.jsonl", "sha2", SET)]
+    others += [negatives_path("c", "a/train.jsonl", "sha1", dataclasses.replace(SET, **{f.name: v}))
+               for f, v in zip(dataclasses.fields(SET), (3, 3, 2, 7, 0.5, 10, 0.9, "x", 1, 16))]
+    assert len({base, *others}) == 2 + len(dataclasses.fields(SET)) + 1
+
+
+def test_keep_wrong_and_shares():
+    tok = get_tokenizer()
+    recs = [{"prompt": "Q", "response": " 1 + 1 = 2. The answer is 2."}] * 2
+    right, same = (tok.encode_ordinary(" 2. The answer is 2."), True), (tok.encode_ordinary(recs[0]["response"]), True)
+    wrong1, wrong2 = (tok.encode_ordinary(" The answer is 3."), True), (tok.encode_ordinary(" no idea"), False)
+    pools = [[right, wrong1, same, wrong2], [right, same, right, same]]
+    shares = negative_shares(recs, pools)
+    assert shares == {"neg/correct": 6 / 8, "neg/identical": 3 / 8}
+    kept, none_wrong = keep_wrong(recs, pools, 3)
+    assert kept[0] == [wrong1, wrong2, wrong1] and kept[1] == pools[1][:3] and none_wrong == 1
+    with pytest.raises(ValueError, match="needs checkable answers"):
+        keep_wrong([{"prompt": "Q", "response": " hello"}], [[right]], 1)
+    assert negative_shares([{"prompt": "Q", "response": " hello"}], [[right]]) == {}

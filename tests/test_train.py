@@ -11,7 +11,9 @@ import torch.multiprocessing as mp
 import losses
 import train
 from data.arith import generate
+from common import run_main
 from model import GPT, config_for
+from sample import NegativeSettings, sample_negatives
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +30,10 @@ def setup(tmp_path_factory):
     with open(d / "pref.jsonl", "w") as f:
         for r in recs[:16]:
             f.write(json.dumps({"prompt": r["prompt"], "chosen": r["response"], "rejected": " The answer is 0."}) + "\n")
-    from sample import sample_negatives
     model = GPT.from_pretrained(str(d / "base"))
     kind_recs = [{"prompt": r["prompt"], "response": r["response"]} for r in recs[:16]]
-    sample_negatives(model, kind_recs, str(d / "negs.jsonl"), B=2, epochs=2, max_new_tokens=12, seed=0,
-                     max_prompt_len=64, init_source=str(d / "base"), data_path=str(d / "train.jsonl"))
+    sample_negatives(model, kind_recs, str(d / "negs.jsonl"), NegativeSettings(B=2, epochs=2, max_new_tokens=12, seed=0),
+                     str(d / "train.jsonl"), str(d / "base"))
     return d
 
 
@@ -79,6 +80,28 @@ def test_ddp_two_processes_equal_one(setup, tmp_path, loss):
         assert torch.equal(r0["params"][k], r1["params"][k])
 
 
+@pytest.mark.parametrize("loss", ["dft", "sft"])
+def test_ddp_partial_last_step_equals_one_process(setup, tmp_path, loss):
+    """9 prompts, batch 8: each epoch ends with a step of ONE prompt, so rank 1 has none and runs a
+    weight-0 pass; the result is still the 1-process one, and that prompt's u is updated."""
+    d = setup
+    extra = ["--max-examples", "9", "--negatives-dir", str(tmp_path / "negs")]
+    a = argv(d, loss, tmp_path / "one", *extra)
+    a[a.index("--negatives"):a.index("--negatives") + 2] = []  # sampled for these 9 prompts
+    one_model, one_u = train.main(a)
+    b = argv(d, loss, tmp_path / "two", *extra)
+    b[b.index("--negatives"):b.index("--negatives") + 2] = []
+    mp.spawn(_worker, args=(2, free_port(), b, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["log_u"], r1["log_u"]) and len(one_u) == 9
+    torch.testing.assert_close(r0["log_u"], one_u, atol=1e-5, rtol=0)
+    if loss == "dft":
+        assert (one_u != 0).all()  # the prompts of the short steps were trained on too
+    assert json.loads(open(tmp_path / "one" / "timing.json").read())["steps"] == 4  # 2 epochs x (8 + 1)
+    for k, v in params(one_model).items():
+        torch.testing.assert_close(r0["params"][k], v, atol=2e-5, rtol=1e-4, msg=k)
+
+
 def test_resume_equals_uninterrupted(setup, tmp_path):
     d = setup
     full, full_u = train.main(argv(d, "dft", tmp_path / "a"))
@@ -99,12 +122,12 @@ def test_every_loss_end_to_end(setup, tmp_path, loss):
     train.main(argv(d, loss, tmp_path, evaluate=True))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
-    expect = {"sft": "nll", "dft": "w/max", "dft2": "w/mean", "asft": "avg_logp/rejected", "dpo": "rewards/margins"}[loss]
+    expect = {"sft": "nll", "dft": "w/max", "dft2": "w/mean", "asft": "avg_logp/neg", "dpo": "rewards/margins"}[loss]
     assert expect in rows[0]
     ev = json.load(open(tmp_path / "eval.json"))
     assert set(ev) == {"before", "after"} and "nll" in ev["after"]
     cfg = json.load(open(tmp_path / "config.json"))
-    assert cfg["loss"] == loss and cfg["hparams"] == losses.LOSSES[loss].defaults
+    assert cfg["loss"] == loss and cfg["identity"]["hparams"] == losses.LOSSES[loss].defaults
     # the saved model is a normal checkpoint
     GPT.from_pretrained(str(tmp_path / "final"))
 
@@ -130,10 +153,13 @@ def test_dpo_starts_at_log2(setup, tmp_path):
 # --- bad input --------------------------------------------------------------------------------
 
 def run_fails(args, capsys):
+    """The entry point's behaviour: one line on stderr, exit status 2."""
     with pytest.raises(SystemExit) as e:
-        train.main(args)
+        run_main(lambda: train.main(args))
     assert e.value.code == 2
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
 
 
 def test_malformed_jsonl(setup, tmp_path, capsys):
@@ -179,7 +205,7 @@ def test_bad_batch_geometry(setup, tmp_path, capsys):
 def test_missing_init(setup, tmp_path, capsys):
     a = argv(setup, "sft", tmp_path)
     a[a.index("--init") + 1] = str(tmp_path / "nope")
-    assert "cannot load --init" in run_fails(a, capsys)
+    assert f"{tmp_path / 'nope'}: no such file or directory" in run_fails(a, capsys)
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(setup, tmp_path, capsys, monkeypatch):
@@ -194,5 +220,5 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(setup, tmp_path, capsys
 
     monkeypatch.setattr(losses, "compute_loss", nan_after_two_steps)
     err = run_fails(argv(d, "dft", tmp_path, "--save-every", "1"), capsys)
-    assert "non-finite loss at step 2" in err and f"{tmp_path}/last" in err
+    assert f"non-finite loss at step 3; the weights were not updated; this run's last checkpoint is {tmp_path}/last (step 2)" in err
     assert torch.load(tmp_path / "last" / "state.pt")["step"] == 2 and not (tmp_path / "final").exists()
