@@ -1,86 +1,78 @@
 """
-Throughput benchmark: training steps of every loss, negative sampling and held-out scoring, on random
-weights of a model preset and synthetic data, so it runs anywhere with no downloads.
+Benchmarks: how fast training, negative sampling and held-out scoring run, on random weights and
+synthetic data (no downloads), and (--suite gpu) how that compares with HF transformers.
 
-What runs is the project's own code: a training step is train.forward_group (the positives and their
-B negatives collated into ONE batch, model(x, y, mask)) + losses.compute_loss + backward + gradient
-clipping + AdamW, as in train.py; sampling is sample.generate (top_k 50, temperature 0.7, KV cache);
-scoring is eval.score (forward only, no grad). Synthetic sequences: prompt length uniform in
-[seq_len/16, seq_len/4], response length (with its EOT) uniform in [seq_len/8, seq_len - seq_len/4],
-so no sequence exceeds --seq-len and a batch has a realistic amount of padding. A step holds
---batch-size sequences: SFT that many positives, the other losses batch_size // (1 + B) prompts with
-their B negatives each (the table shows the count).
-
-Honest numbers: every timed region starts and ends with torch.cuda.synchronize (on CUDA); --warmup
-iterations are run but not timed; each number is the median over --iters iterations; tokens are
-counted from the sequence lengths, so padding never counts: "real" = non-padding input tokens,
-"scored" = tokens the loss sees (response + EOT); sampling counts new tokens only (generation runs
-the full length: no row can stop early), prefill included in the time. Model flops (PaLM, app. B):
-    per real input token      6 * N_body           N_body = parameters outside wte/wpe (blocks + ln_f)
-    per scored token          6 * V * C            the tied output layer runs only at scored positions
-    per token of a sequence   12 * n_layer * n_embd * L     (attention; L = that sequence's real length)
-(scoring: a third of it). MFU = flops/s / the GPU's dense bf16 peak from PEAK_BF16 (by
-torch.cuda.get_device_name); on CPU, an unknown GPU or without bf16, MFU is "-" rather than a wrong
-number. Peak memory: torch.cuda.max_memory_allocated per section on CUDA; on CPU the process's peak
-RSS so far (not per section).
-
---json prints {"config": {size, n_params, device_name, dtype, batch_size, seq_len, peak_flops (null
-when unknown), ...}, "train": {loss: row}, "sampling": [row + prompt_len, new_tokens], "scoring": row
-or null}; row = {dtype, seqs, ms_per_iter, real_tok_s (null for sampling), scored_tok_s (new tokens
-for sampling), mfu (null: unknown), peak_mem_mib} (+ prompts for train rows).
-
-    python bench.py --size gpt2                                          # on a GPU
-    python bench.py --size tiny --seq-len 128 --batch-size 4 --iters 3   # CPU smoke run
-    python bench.py --size gpt2 --losses dft,sft --skip-sampling --json  # one JSON object
+    python bench.py --size nano --seq-len 128 --batch-size 16 --iters 5 --sample-batch-sizes 64 --sample-new-tokens 64
+                                                    # the README's CPU table: every loss, sampling, scoring
+    python bench.py --suite gpu                     # on one GPU: gpt2-medium shapes vs HF, correctness checks (~6 min)
+    python bench.py --suite gpu --device cpu --tiny # the same on the CPU at a tiny size, in under a minute
     python -m pytest -q tests/test_bench.py
-The README's performance table comes from `python bench.py --size gpt2-medium` on an H100 (TODO: run it).
+
+What runs is the project's own code: a training step is train.train_step (the positives and their B
+negatives collated into ONE forward per micro-batch, losses.compute_loss, backward, clipping, AdamW);
+sampling is sample.generate (top-k 50, temperature 0.7, the KV cache); scoring is eval.score. Precision
+is common.amp_dtype's choice (--precision), and every row says what ran.
+
+Honest numbers: every timed region starts and ends with a device synchronize; --warmup iterations
+run untimed; each number is the median over --iters; tokens are counted from the sequence lengths, so
+padding never counts ("real" = non-padding input tokens, "scored" = response + EOT); sampling counts
+new tokens, prefill included in the time. Model flops (model.model_flops): 6 N_body per real token,
+6 V C per scored token (the output layer runs only there), attention per sequence; scoring is a third
+of it. MFU = flop/s / the GPU's dense bf16 peak (model.PEAK_BF16); "-" on the CPU, an unknown GPU or
+without bf16. Peak memory: torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on the CPU.
+
+The gpu suite: (1) a DFT training step on gpt2-medium shapes (16 prompts x 3 sequences of up to 512
+tokens) against HF's GPT2LMHeadModel training step on the same sequences; (2) sampling at batch 64,
+top-k 50, the same new tokens, against HF generate(); (3) scoring against an HF forward pass; (4) the
+padding fraction of train.py's micro-batches on the built-in task's lengths and on GSM8K-like lengths;
+(5) correctness: 20 bf16 training steps track fp32, the compiled model's logits match eager, and 2 ranks
+equal 1 under nccl when there are 2 GPUs. HF transformers is optional (pip install transformers): without
+it the comparisons say so and the rest runs.
 """
-import argparse
-import json
+import random
 import resource
 import statistics
 import sys
 import time
-import types
-from contextlib import contextmanager, nullcontext
-from unittest import mock
 
 import torch
 
-import eval as ev
 import losses
-import sample
-import train
-from data.tokenizer import EOT
+from common import ArgumentParser, DEVICE_HELP, Progress, amp_dtype, autocast, run_main, setup
+from data import arith
+from data.format import load_jsonl, pack, tokenize
+from data.tokenizer import EOT, get_tokenizer
+from eval import score, write_json
 from model import GPT, PRESETS, config_for, model_flops, peak_flops
+from sample import generate
+from train import TrainData, micro_batches, train_step
 
-def synthetic_group(n_prompts, n_neg, seq_len, gen):
-    """n_prompts random prompt groups: positives [(ids, n_prompt)] and negatives [[B x (ids, n_prompt)]]
-    wrapped in an epoch list as train.forward_group reads them (None when n_neg = 0). Negatives share
-    their positive's prompt. Tokens avoid EOT (the padding id) except each response's closing EOT."""
+# -----------------------------------------------------------------------------
+# synthetic data and honest timing
+
+
+def synthetic(n_prompts, B, seq_len, gen, prompt=(1 / 16, 1 / 4), response=(1 / 8, 3 / 4)):
+    """TrainData of n_prompts random groups: a positive and B negatives sharing its prompt. Prompt and
+    response lengths are uniform in the given fractions of seq_len; tokens avoid EOT (the padding id)
+    except each response's closing EOT. No sequence exceeds seq_len."""
     def rand(lo, hi):
-        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+        return int(torch.randint(max(1, int(lo * seq_len)), max(2, int(hi * seq_len)) + 1, (1,), generator=gen))
 
-    def toks(n):
-        return torch.randint(0, EOT, (n,), generator=gen).tolist()
+    def seq(p):
+        r = min(rand(*response), seq_len - len(p))
+        return p + torch.randint(0, EOT, (r - 1,), generator=gen).tolist() + [EOT], len(p)
 
-    p_lo, p_hi = max(1, seq_len // 16), max(1, seq_len // 4)
-    r_lo, r_hi = max(1, seq_len // 8), seq_len - p_hi  # prompt + response <= seq_len
     pos, negs = [], []
     for _ in range(n_prompts):
-        prompt = toks(rand(p_lo, p_hi))
-        pos.append((prompt + toks(rand(r_lo, r_hi) - 1) + [EOT], len(prompt)))
-        negs.append([(prompt + toks(rand(r_lo, r_hi) - 1) + [EOT], len(prompt)) for _ in range(n_neg)])
-    return pos, ([negs] if n_neg else None)
-
-
-def all_seqs(pos, negs):
-    return pos + ([s for group in negs[0] for s in group] if negs else [])
+        p = torch.randint(0, EOT, (rand(*prompt),), generator=gen).tolist()
+        pos.append(seq(p))
+        negs.append([seq(p) for _ in range(B)])
+    return TrainData(pos, negs, B, reuse=True)
 
 
 def count_tokens(seqs):
     """(real, scored): non-padding input tokens (x = ids[:-1]) and scored tokens (response + EOT)."""
-    return sum(len(ids) - 1 for ids, n in seqs), sum(len(ids) - n for ids, n in seqs)
+    return sum(len(ids) - 1 for ids, _ in seqs), sum(len(ids) - n for ids, n in seqs)
 
 
 def sync(device):
@@ -95,194 +87,373 @@ def peak_mem_mib(device):
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def timed(label, fn, args, device, peak, dtype, **extra):
-    """Run fn(i) for --warmup + --iters iterations; fn returns (real, scored, flops, n_seqs) of its
-    work (None where it does not apply). -> one row: medians over the timed iterations."""
+def timed(label, fn, iters, warmup, device):
+    """Run fn(i) warmup + iters times; returns (median seconds of the timed ones, fn's last result)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    runs, n = [], args.warmup + args.iters
-    for i in range(n):
-        print(f"\r{label}: {i + 1}/{n}{' (warm-up)' if i < args.warmup else '          '}", end="", file=sys.stderr, flush=True)
+    times, res, pr = [], None, Progress(label, warmup + iters)
+    for i in range(warmup + iters):
         sync(device)  # nothing queued from before may land in this iteration's time
         t0 = time.perf_counter()
         res = fn(i)
-        sync(device)  # the GPU has finished this iteration's work before the clock is read
-        if i >= args.warmup:
-            runs.append((time.perf_counter() - t0, res))
-    print(file=sys.stderr)
-    med = lambda f: statistics.median(f(dt, *r) for dt, r in runs)  # noqa: E731
-    real, _, flops, n_seqs = runs[0][1]
-    # the peak is bf16's: any other dtype (or no flop count) gets no MFU rather than a wrong one
-    mfu = med(lambda dt, r, s, f, n: f / dt / peak) if peak and dtype == "bf16" and flops is not None else None
-    return {"dtype": dtype, "seqs": n_seqs, "ms_per_iter": med(lambda dt, *_: dt * 1e3),
-            "real_tok_s": med(lambda dt, r, *_: r / dt) if real is not None else None,
-            "scored_tok_s": med(lambda dt, r, s, *_: s / dt), "mfu": mfu, "peak_mem_mib": peak_mem_mib(device), **extra}
+        sync(device)  # the device has finished this iteration's work before the clock is read
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        pr.update(i + 1)
+    pr.close()
+    return statistics.median(times), res
 
 
-@contextmanager
-def precision(dtype, device):
-    """'auto' leaves each script's own choice: train.py and eval.py autocast to bf16 on CUDA (fp32 on
-    CPU), sample.py runs in the weights' dtype. 'bf16'/'fp32' impose one choice on all three, by
-    swapping train.py's and eval.py's autocast helpers for the duration."""
-    if dtype == "auto":
-        yield
-        return
-    ctx = (lambda *_: torch.autocast(device.type, dtype=torch.bfloat16)) if dtype == "bf16" else (lambda *_: nullcontext())
-    with mock.patch.object(train, "autocast", ctx), mock.patch.object(ev, "_autocast", ctx), ctx():
-        yield
+def row(label, dt, device, dtype, peak=None, real=None, scored=None, flops=None, **extra):
+    return {"case": label, "dtype": dtype, "ms": dt * 1e3, "real_tok_s": real / dt if real is not None else None,
+            "scored_tok_s": scored / dt if scored is not None else None,
+            "mfu": flops / dt / peak if peak and flops is not None and dtype == "bf16" else None,
+            "peak_mem_mib": peak_mem_mib(device), **extra}
 
 
-def bench_train(name, model, fwd, args, device, peak, dtype):
-    spec = losses.LOSSES[name]
-    B = args.num_negatives if spec.needs_negatives else 0
-    n_prompts = args.batch_size // (1 + B)
+# -----------------------------------------------------------------------------
+# the project's own paths
+
+
+def bench_train(loss, model, args, device, amp, peak, B, n_prompts):
+    """train.train_step on synthetic groups, one micro-batch of all n_prompts (ref log-probs: random)."""
+    spec = losses.LOSSES[loss]
+    B = B if spec.needs_negatives else 0
     gen = torch.Generator().manual_seed(args.seed)
-    steps = [synthetic_group(n_prompts, B, args.seq_len, gen) for _ in range(args.warmup + args.iters)]
-    # reference (starting-model) log-probs are precomputed in train.py; any finite numbers do here
-    ref = (-torch.rand(n_prompts, dtype=torch.float64) * 100, -torch.rand(1, n_prompts, max(B, 1), dtype=torch.float64) * 100)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0, fused=device.type == "cuda")
-    n_params = model.num_params()
+    steps = [synthetic(n_prompts, B, args.seq_len, gen) for _ in range(args.warmup + args.iters)]
+    for d in steps:
+        d.ref_pos, d.ref_neg = -torch.rand(n_prompts, dtype=torch.float64) * 100, -torch.rand(n_prompts, max(B, 1), dtype=torch.float64) * 100
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+    cfg = dict(spec=spec, loss=loss, hparams={}, rank=0, world=1, device=device, amp=amp, micro_batch_size=n_prompts,
+               grad_clip=1.0)
+    fwd = torch.compile(model) if args.compile else model
+    log_u = torch.zeros(n_prompts, dtype=torch.float64)
+    model.train()
+    dt, _ = timed(f"train {loss}", lambda i: train_step(fwd, params, opt, list(range(n_prompts)), steps[i], log_u, 0, cfg),
+                  args.iters, args.warmup, device)
+    seqs = steps[0].pos + [s for g in steps[0].negs for s in g]
+    real, scored = count_tokens(seqs)
+    return row(f"train {loss}", dt, device, _dt_name(amp), peak, real, scored,
+               model_flops(model.config, model.num_params(), seqs), seqs=len(seqs))
+
+
+def bench_sampling(model, batch, new_tokens, args, device, amp, static=False):
+    P = args.sample_prompt_len
+    N = min(new_tokens, model.config.block_size - P)
+    gen = torch.Generator().manual_seed(args.seed)
+    prompts = [torch.randint(0, EOT, (P,), generator=gen).tolist() for _ in range(batch)]  # equal lengths: no padding
+    decode = model.decode_static if static else None
+    model.eval()
+    dt, res = timed(f"sample b={batch}", lambda i: generate(model, prompts, N, 0.7, 50, generator=gen, eos_id=-1, amp=amp,
+                                                            decode=decode), args.iters, args.warmup, device)
+    assert sum(len(ids) for ids, _ in res) == batch * N, "generation stopped early"  # eos_id=-1 is never sampled
+    return row(f"sample b={batch}, {N} new" + (" (static)" if static else ""), dt, device, _dt_name(amp), scored=batch * N,
+               seqs=batch)
+
+
+def bench_scoring(model, args, device, amp, peak):
+    gen = torch.Generator().manual_seed(args.seed)
+    data = synthetic(args.batch_size, 0, args.seq_len, gen)
+    model.eval()
+    dt, _ = timed("scoring", lambda i: score(model, data.pos, args.batch_size, device, amp), args.iters, args.warmup, device)
+    real, scored = count_tokens(data.pos)
+    return row("scoring", dt, device, _dt_name(amp), peak, real, scored,
+               model_flops(model.config, model.num_params(), data.pos, backward=False), seqs=len(data.pos))
+
+
+def _dt_name(amp):
+    return "bf16" if amp == torch.bfloat16 else "fp32"
+
+
+# -----------------------------------------------------------------------------
+# the gpu suite: the same paths against HF transformers, padding, correctness
+
+
+def hf_model(model, device):
+    """HF's GPT2LMHeadModel with our weights (through our own checkpoint format), or None when transformers
+    is not installed."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(d, torch_dtype=torch.float32, attn_implementation="sdpa")
+    return hf.to(device)
+
+
+def hf_train(hf, data, args, device, amp, peak, ours_model):
+    """HF's training step on the same sequences: padded batch, labels masked like ours, AdamW."""
+    seqs = data.pos + [s for g in data.negs for s in g]
+    T = max(len(ids) for ids, _ in seqs)
+    ids = torch.full((len(seqs), T), EOT, dtype=torch.long)
+    att, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for r, (s, n) in enumerate(seqs):
+        ids[r, :len(s)], att[r, :len(s)] = torch.tensor(s), 1
+        labels[r, n:len(s)] = torch.tensor(s[n:])
+    ids, att, labels = ids.to(device), att.to(device), labels.to(device)
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-5, fused=device.type == "cuda")
+    hf.train()
 
     def step(i):
-        pos, negs = steps[i]
-        idx = list(range(n_prompts))
-        b, _ = train.forward_group(fwd, idx, pos, negs, ref if spec.needs_ref else None, 0, device)
-        log_u = torch.zeros(n_prompts, dtype=torch.float64, device=device) if spec.stateful else None
-        loss, _, _ = losses.compute_loss(name, b, log_u=log_u)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        with autocast(device, amp):
+            out = hf(input_ids=ids, attention_mask=att, labels=labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        seqs = all_seqs(pos, negs)
-        return (*count_tokens(seqs), model_flops(model.config, n_params, seqs), len(seqs))
 
-    model.train()
-    return timed(f"train {name}", step, args, device, peak, dtype, prompts=n_prompts)
-
-
-def bench_scoring(model, fwd, args, device, peak, dtype):
-    gen = torch.Generator().manual_seed(args.seed)
-    batches = [synthetic_group(args.batch_size, 0, args.seq_len, gen)[0] for _ in range(args.warmup + args.iters)]
-    n_params = model.num_params()
-    # eval.score calls model.logps(x, y, mask); this routes it through fwd(x, y, mask), the compiled one with --compile
-    scorer = types.SimpleNamespace(logps=fwd)
-
-    def step(i):
-        with torch.no_grad():
-            ev.score(scorer, batches[i], args.batch_size, device)
-        return (*count_tokens(batches[i]), model_flops(model.config, n_params, batches[i], backward=False), len(batches[i]))
-
-    model.eval()
-    return timed("scoring", step, args, device, peak, dtype)
+    dt, _ = timed("HF train", step, args.iters, args.warmup, device)
+    real, scored = count_tokens(seqs)
+    return row("HF train (GPT2LMHeadModel)", dt, device, _dt_name(amp), peak, real, scored,
+               model_flops(ours_model.config, ours_model.num_params(), seqs), seqs=len(seqs))
 
 
-def bench_sampling(model, batch, args, device, dtype):
+def hf_sampling(hf, batch, new_tokens, args, device, amp):
     P = args.sample_prompt_len
-    N = min(args.sample_new_tokens, model.config.block_size - P)  # prompt + new tokens fit in block_size
+    N = min(new_tokens, hf.config.n_positions - P)
     gen = torch.Generator().manual_seed(args.seed)
-    # NOTE: equal prompt lengths, so no row is padded: eos_id=-1 (never sampled) is then never embedded
-    prompts = [torch.randint(0, EOT, (P,), generator=gen).tolist() for _ in range(batch)]
+    ids = torch.randint(0, EOT, (batch, P), generator=gen).to(device)
+    hf.eval()
 
     def step(i):
-        res = sample.generate(model, prompts, N, temperature=0.7, top_k=50, generator=gen, eos_id=-1)
-        assert sum(len(ids) for ids, _ in res) == batch * N, "generation stopped early"
-        return None, batch * N, None, batch
+        with torch.no_grad(), autocast(device, amp):
+            return hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=50, temperature=0.7,
+                               max_new_tokens=N, min_new_tokens=N, pad_token_id=EOT)
 
-    model.eval()
-    return timed(f"sampling batch {batch}", step, args, device, None, dtype, prompt_len=P, new_tokens=N)
+    dt, out = timed(f"HF generate b={batch}", step, args.iters, args.warmup, device)
+    assert out.shape[1] == P + N
+    return row(f"HF generate b={batch}, {N} new", dt, device, _dt_name(amp), scored=batch * N, seqs=batch)
+
+
+def hf_scoring(hf, args, device, amp, peak, ours_model):
+    gen = torch.Generator().manual_seed(args.seed)
+    data = synthetic(args.batch_size, 0, args.seq_len, gen)
+    hf.eval()
+
+    def step(i):  # the same per-sequence summed log-probs, from full logits, length-sorted batches like ours
+        order = sorted(range(len(data.pos)), key=lambda k: len(data.pos[k][0]))
+        for s in range(0, len(order), args.batch_size):
+            group = [data.pos[k] for k in order[s:s + args.batch_size]]
+            T = max(len(x) for x, _ in group)
+            ids = torch.tensor([x + [EOT] * (T - len(x)) for x, _ in group], device=device)
+            with torch.no_grad(), autocast(device, amp):
+                logits = hf(input_ids=ids).logits[:, :-1].float()  # (B, T-1, V)
+            lp = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+            mask = torch.zeros_like(lp, dtype=torch.bool)
+            for r, (x, n) in enumerate(group):
+                mask[r, n - 1:len(x) - 1] = True
+            (lp * mask).sum(1).cpu()
+
+    dt, _ = timed("HF scoring", step, args.iters, args.warmup, device)
+    real, scored = count_tokens(data.pos)
+    return row("HF scoring (forward + log_softmax)", dt, device, _dt_name(amp), peak, real, scored,
+               model_flops(ours_model.config, ours_model.num_params(), data.pos, backward=False), seqs=len(data.pos))
+
+
+def padding_fractions(args):
+    """The share of padding in train.py's micro-batches (its own micro_batches: each rank's share of a step,
+    sorted by length, 8 prompts x 3 sequences), padded and packed, on two length profiles: the built-in
+    task (its real problems; as negatives, the answers of other problems) and GSM8K-like (prompts 50-250
+    tokens, answers 50-300, cut at 512)."""
+    rnd, out = random.Random(args.seed), {}
+    arith.ensure_default_file(arith.DEFAULT_TRAIN)
+    recs = load_jsonl(arith.DEFAULT_TRAIN).records
+    pos, _, _ = tokenize(get_tokenizer(), recs, 256, 128)
+    answers = [len(ids) - n for ids, n in pos]
+    profiles = {"built-in task": [(p, [(ids[:n] + [0] * rnd.choice(answers), n) for _ in range(4)]) for ids, n in pos
+                                  for p in [(ids, n)]],
+                "GSM8K-like": [((([0] * min(512, p + rnd.randint(50, 300))), p),
+                                [([0] * min(512, p + rnd.randint(50, 300)), p) for _ in range(4)])
+                               for p in (rnd.randint(50, 250) for _ in range(1024))]}
+    for name, groups in profiles.items():
+        data = TrainData([g[0] for g in groups], [g[1] for g in groups], 2, reuse=False)
+        real = padded = packed = 0
+        for s in range(0, len(groups) - 63, 64):
+            for mb in micro_batches(list(range(s, s + 64)), data, 0, 0, 1, 8):
+                seqs = [x for i in mb for x in [data.pos[i]] + data.negs[i][data.cols(0)]]
+                lens = [len(x[0]) - 1 for x in seqs]
+                real, padded, packed = real + sum(lens), padded + max(lens) * len(lens), packed + pack(seqs)[0].numel()
+        out[name] = 1 - real / padded
+        out[name + ", --pack"] = 1 - real / packed
+    return out
+
+
+def correctness(model_cfg, args, device):
+    """20 bf16 training steps track fp32; compiled logits match eager; nccl 2 ranks = 1 (2 GPUs only)."""
+    checks = {}
+    curves = {}
+    for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+        torch.manual_seed(args.seed)
+        model = GPT(model_cfg).to(device)
+        gen = torch.Generator().manual_seed(args.seed)
+        data = synthetic(8, 2, min(args.seq_len, 128), gen)  # the same batch every step: the loss must fall
+        data.ref_neg = -torch.rand(8, 2, dtype=torch.float64, generator=gen) * 50
+        data.ref_pos = torch.zeros(8, dtype=torch.float64)
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        cfg = dict(spec=losses.LOSSES["sft"], loss="sft", hparams={}, rank=0, world=1, device=device, amp=amp,
+                   micro_batch_size=4, grad_clip=1.0)
+        curves[name] = [train_step(model, params, opt, list(range(8)), data, None, 0, cfg)[0]["loss"].item() / 8
+                        for _ in range(20)]
+    rel = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"]))
+    checks["bf16 tracks fp32 (20 SFT steps, max relative loss gap)"] = (rel < 0.05, f"{rel:.2%} (tolerance 5%)")
+    model = GPT(model_cfg).to(device).eval()
+    x = torch.randint(0, EOT, (2, 32), device=device)
+    try:
+        with torch.no_grad():
+            gap = (torch.compile(model)(x) - model(x)).abs().max().item()
+        checks["compiled logits match eager"] = (gap < 1e-3, f"max |diff| {gap:.2e} (tolerance 1e-3)")
+    except Exception as e:  # no compiler on this machine: say so, do not hide it
+        checks["compiled logits match eager"] = (None, f"skipped: torch.compile failed here ({type(e).__name__})")
+    n_gpu = torch.cuda.device_count() if device.type == "cuda" else 0
+    checks["nccl: 2 ranks equal 1"] = (None, "skipped: needs 2 GPUs (tests/test_train.py checks 2 gloo ranks = 1 on the CPU)"
+                                       if n_gpu < 2 else "run: torchrun --nproc_per_node=2 -m pytest tests/test_train.py -k ddp")
+    return checks, curves
+
+
+def gpu_suite(args, device):
+    size = "tiny" if args.tiny else "gpt2-medium"
+    cfg = config_for(size)
+    args.seq_len = min(args.seq_len, cfg.block_size)
+    torch.manual_seed(args.seed)
+    model = GPT(cfg).to(device)
+    amp = amp_dtype(device, args.precision)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = peak_flops(name) if device.type == "cuda" else None
+    gen = torch.Generator().manual_seed(args.seed)
+    data = synthetic(16 if not args.tiny else 4, 2, args.seq_len, gen)
+    res = {"config": {"size": size, "device": name, "precision": _dt_name(amp), "torch": torch.__version__}, "rows": []}
+    res["rows"].append(bench_train("dft", model, args, device, amp, peak, 2, len(data.pos)))
+    hf = hf_model(model, device)
+    if hf is not None:
+        res["rows"].append(hf_train(hf, data, args, device, amp, peak, model))
+    for static in (False, True):
+        res["rows"].append(bench_sampling(model, args.sample_batch, args.sample_new_tokens, args, device, amp, static))
+    if hf is not None:
+        res["rows"].append(hf_sampling(hf, args.sample_batch, args.sample_new_tokens, args, device, amp))
+    res["rows"].append(bench_scoring(model, args, device, amp, peak))
+    if hf is not None:
+        res["rows"].append(hf_scoring(hf, args, device, amp, peak, model))
+    res["hf"] = hf is not None
+    res["padding"] = padding_fractions(args)
+    res["checks"], _ = correctness(cfg, args, device)
+    return res
+
+
+# -----------------------------------------------------------------------------
+# tables
 
 
 def fmt(v, kind):
     if v is None:
         return "-"
-    return {"tok": f"{v:,.0f}", "ms": f"{v:,.1f}", "mfu": f"{100 * v:.1f}%", "mem": f"{v:,.0f} MiB"}.get(kind, str(v))
+    return {"tok": f"{v:,.0f}", "ms": f"{v:,.1f}", "mfu": f"{100 * v:.1f}%", "mem": f"{v:,.0f} MiB"}[kind]
 
 
-def format_table(result):
-    c = result["config"]
-    rows = [(f"train {k}", r) for k, r in result["train"].items()] + \
-           [(f"sample b={r['seqs']}, {r['new_tokens']} new", r) for r in result["sampling"]] + \
-           ([("scoring", result["scoring"])] if result["scoring"] else [])
+def format_rows(rows):
     head = ("case", "dtype", "seqs", "ms/iter", "real tok/s", "scored/new tok/s", "MFU", "peak mem")
-    body = [(name, r["dtype"], str(r["seqs"]), fmt(r["ms_per_iter"], "ms"), fmt(r["real_tok_s"], "tok"),
-             fmt(r["scored_tok_s"], "tok"), fmt(r["mfu"], "mfu"), fmt(r["peak_mem_mib"], "mem")) for name, r in rows]
+    body = [(r["case"], r["dtype"], str(r.get("seqs", "-")), fmt(r["ms"], "ms"), fmt(r["real_tok_s"], "tok"),
+             fmt(r["scored_tok_s"], "tok"), fmt(r["mfu"], "mfu"), fmt(r["peak_mem_mib"], "mem")) for r in rows]
     w = [max(len(x[j]) for x in [head] + body) for j in range(len(head))]
     line = lambda x: "  ".join(s.ljust(w[0]) if j == 0 else s.rjust(w[j]) for j, s in enumerate(x))  # noqa: E731
-    return "\n".join([f"{c['size']} ({c['n_params'] / 1e6:.1f}M params), {c['device_name']}, batch {c['batch_size']} x "
-                      f"seq-len {c['seq_len']}, B={c['num_negatives']} negatives, median of {c['iters']} iters "
-                      f"after {c['warmup']} warm-up, torch {c['torch']}", line(head), line(["-" * n for n in w])]
-                     + [line(x) for x in body] + [f"MFU: model flops (bench.py's docstring) / " + (
-                         f"{c['peak_flops'] / 1e12:.0f} TFLOP/s bf16 peak" if c["peak_flops"] else "- (no bf16 peak known here)")
-                         + f"; peak mem: {c['mem_kind']}"])
+    return "\n".join([line(head), line(["-" * n for n in w])] + [line(x) for x in body])
+
+
+def ratios(rows):
+    """Ours over HF, per comparison, from the rows' token rates."""
+    pairs = (("train dft", "HF train", "real_tok_s", "training"), ("sample b=", "HF generate", "scored_tok_s", "sampling"),
+             ("scoring", "HF scoring", "real_tok_s", "scoring"))
+    out = {}
+    for ours, theirs, key, label in pairs:
+        a = [r for r in rows if r["case"].startswith(ours) and "static" not in r["case"]]
+        b = [r for r in rows if r["case"].startswith(theirs)]
+        if a and b:
+            out[label] = a[0][key] / b[0][key]
+    return out
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", default="gpt2", choices=list(PRESETS), help="model preset (random weights)")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", default="losses", choices=["losses", "gpu"], help="losses: every loss, sampling and scoring; "
+                   "gpu: the comparisons against HF transformers and the correctness checks")
+    p.add_argument("--tiny", action="store_true", help="gpu suite: the tiny model instead of gpt2-medium (a CPU smoke run)")
+    p.add_argument("--size", default="gpt2", choices=list(PRESETS), help="losses suite: model preset (random weights)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per training / scoring step")
     p.add_argument("--seq-len", type=int, default=512, help="max tokens of a sequence (prompt + response)")
     p.add_argument("--num-negatives", type=int, default=2, help="B: negatives per prompt (all losses but sft)")
     p.add_argument("--losses", default=",".join(losses.LOSSES), help="comma-separated losses to time ('' for none)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per case (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations before them")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="auto: as the scripts do it (bf16 autocast for training/scoring on CUDA, fp32 on CPU and for sampling)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model for training and scoring (new lengths "
-                   "recompile at first: raise --warmup)")
-    p.add_argument("--skip-sampling", action="store_true", help="do not time negative sampling")
-    p.add_argument("--skip-scoring", action="store_true", help="do not time held-out scoring")
-    p.add_argument("--sample-batch-sizes", default="64,256", help="comma-separated sampling batch sizes")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA, "
+                   "fp32 on the CPU (common.amp_dtype), for training, sampling and scoring alike")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    p.add_argument("--skip-sampling", action="store_true", help="losses suite: do not time negative sampling")
+    p.add_argument("--skip-scoring", action="store_true", help="losses suite: do not time held-out scoring")
+    p.add_argument("--sample-batch-sizes", default="64,256", help="losses suite: comma-separated sampling batch sizes")
+    p.add_argument("--sample-batch", type=int, default=64, help="gpu suite: the sampling batch")
     p.add_argument("--sample-prompt-len", type=int, default=64, help="prompt tokens per sampled row")
     p.add_argument("--sample-new-tokens", type=int, default=256, help="new tokens per row (capped by block_size)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and synthetic data")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
     args = p.parse_args(argv)
     args.losses = [s for s in args.losses.split(",") if s]
     args.sample_batch_sizes = [int(s) for s in args.sample_batch_sizes.split(",") if s]
     bad = [s for s in args.losses if s not in losses.LOSSES]
-    block = config_for(args.size).block_size
+    if args.suite == "gpu" and args.tiny:
+        args.seq_len, args.sample_new_tokens, args.sample_batch = min(args.seq_len, 64), min(args.sample_new_tokens, 16), min(args.sample_batch, 8)
+        args.iters, args.warmup = min(args.iters, 2), min(args.warmup, 1)
+    block = config_for("tiny" if args.tiny else ("gpt2-medium" if args.suite == "gpu" else args.size)).block_size
     for cond, msg in ((bad, f"--losses: unknown {bad}; choose from {','.join(losses.LOSSES)}"),
-                      (not 8 <= args.seq_len <= block, f"--seq-len must be in [8, {block}] (block_size of {args.size})"),
+                      (not 8 <= args.seq_len <= block, f"--seq-len must be in [8, {block}] (the model's block size)"),
                       (args.batch_size < 1 + args.num_negatives, "--batch-size must be at least 1 + --num-negatives"),
                       (args.iters < 1 or args.warmup < 0, "--iters must be >= 1 and --warmup >= 0"),
-                      (not args.skip_sampling and not 1 <= args.sample_prompt_len < block,
-                       f"--sample-prompt-len must be in [1, {block - 1}]"),
-                      (args.device == "cuda" and not torch.cuda.is_available(), "--device cuda: no CUDA device")):
+                      (not 1 <= args.sample_prompt_len < block, f"--sample-prompt-len must be in [1, {block - 1}]")):
         if cond:
-            p.error(msg)
+            raise ValueError(msg)
     return args
 
 
 def main(argv=None):
     args = get_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    torch.manual_seed(args.seed)
-    model = GPT(config_for(args.size)).to(device)
-    fwd = torch.compile(model) if args.compile else model
-    # the dtype each section really runs in
-    mm = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    sampling_dtype = args.dtype if args.dtype != "auto" else "fp32"
-    peak = peak_flops(name) if device.type == "cuda" else None
-    cfg = model.config
-    result = {"config": {"size": args.size, "n_params": model.num_params(), "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
-                         "vocab_size": cfg.vocab_size, "device": str(device), "device_name": name, "dtype": args.dtype,
-                         "batch_size": args.batch_size, "seq_len": args.seq_len, "num_negatives": args.num_negatives,
-                         "iters": args.iters, "warmup": args.warmup, "compile": args.compile, "peak_flops": peak,
-                         "mem_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
-                         "torch": torch.__version__},
-              "train": {}, "sampling": [], "scoring": None}
-    with precision(args.dtype, device):
-        for loss in args.losses:
-            result["train"][loss] = bench_train(loss, model, fwd, args, device, peak, mm)
+    _, _, device = setup(args.device)
+    if args.suite == "gpu":
+        res = gpu_suite(args, device)
+        c = res["config"]
+        print(f"gpu suite: {c['size']} (random weights) on {c['device']}, {c['precision']}, torch {c['torch']}, median of "
+              f"{args.iters} iters after {args.warmup} warm-up")
+        print(format_rows(res["rows"]))
+        res["ratios"] = ratios(res["rows"])
+        print("ours / HF: " + (", ".join(f"{k} {v:.2f}x" for k, v in res["ratios"].items()) if res["hf"] else
+                               "not measured (pip install transformers to compare)"))
+        print("padding fraction of train.py's micro-batches: " + ", ".join(f"{k} {v:.1%}" for k, v in res["padding"].items()))
+        for k, (ok, msg) in res["checks"].items():
+            print(f"{'PASS' if ok else 'SKIP' if ok is None else 'FAIL'}  {k}: {msg}")
+    else:
+        torch.manual_seed(args.seed)
+        model = GPT(config_for(args.size)).to(device)
+        amp = amp_dtype(device, args.precision)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        peak = peak_flops(name) if device.type == "cuda" else None
+        rows = [bench_train(loss, model, args, device, amp, peak, args.num_negatives,
+                            args.batch_size // (1 + (args.num_negatives if losses.LOSSES[loss].needs_negatives else 0)))
+                for loss in args.losses]
         if not args.skip_sampling:
-            result["sampling"] = [bench_sampling(model, b, args, device, sampling_dtype) for b in args.sample_batch_sizes]
+            rows += [bench_sampling(model, b, args.sample_new_tokens, args, device, amp) for b in args.sample_batch_sizes]
         if not args.skip_scoring:
-            result["scoring"] = bench_scoring(model, fwd, args, device, peak, mm)
-    print(json.dumps(result) if args.json else format_table(result), flush=True)
-    return result
+            rows.append(bench_scoring(model, args, device, amp, peak))
+        print(f"{args.size} ({model.num_params() / 1e6:.1f}M params, random weights) on {name}, batch {args.batch_size} x "
+              f"seq-len {args.seq_len}, B={args.num_negatives}, median of {args.iters} iters after {args.warmup} warm-up, "
+              f"torch {torch.__version__}")
+        print(format_rows(rows))
+        res = {"config": vars(args), "rows": rows}
+    if args.json:
+        write_json(args.json, res)
+    return res
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

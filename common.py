@@ -120,24 +120,43 @@ def atomic_path(path):
 
 
 class Progress:
-    """A '\\r' progress line on stderr, rank 0 only: 'what: done/total, rate, ETA 12s'."""
+    """The one progress line of every script: '\\r'-redrawn on stderr by rank 0, at most 4 times a second:
+    'what: done/total unit (pct) rate, ETA'. unit "B" counts bytes and shows MB; total may be unknown (None).
+    The rate and ETA count only this run's work (a resumed job starts at `initial`)."""
 
-    def __init__(self, what, total, unit="", on=True):
-        self.what, self.total, self.unit, self.t0, self.last = what, total, unit, time.time(), 0.0
-        self.on = on and rank0()
+    def __init__(self, what, total=None, unit="", on=True, initial=0):
+        self.what, self.total, self.unit, self.done, self.initial = what, total, unit, initial, initial
+        self.on, self.t0, self.last = on and rank0(), time.time(), 0.0
 
-    def update(self, done, extra=""):
+    def _amount(self, n):
+        return f"{n / 1e6:.1f} MB" if self.unit == "B" else f"{n:,}{' ' + self.unit if self.unit else ''}"
+
+    def update(self, done=None, extra=""):
+        """Set the count to `done` (or add 1 when None) and redraw if a quarter second has passed."""
+        self.done = self.done + 1 if done is None else done
         now = time.time()
-        if self.on and (now - self.last > 0.25 or done >= self.total):
-            dt, self.last = now - self.t0, now
-            eta = dt / done * (self.total - done) if done else 0.0
-            print(f"\r{self.what}: {done:,}/{self.total:,}{self.unit}{extra}, {dt:.0f}s, ETA {eta:.0f}s   ",
-                  end="", file=sys.stderr, flush=True)
+        if self.on and (now - self.last > 0.25 or self.done == self.total):
+            self.last, rate = now, (self.done - self.initial) / max(now - self.t0, 1e-9)
+            line = f"{self.what}: {self._amount(self.done)}" + (f"/{self._amount(self.total)}" if self.total else "") + extra
+            if self.total and rate > 0:
+                line += f", ETA {(self.total - self.done) / rate:.0f}s"
+            print("\r" + line.ljust(79), end="", file=sys.stderr, flush=True)
 
     def close(self):
         if self.on:
-            print(f"\r{self.what}: {self.total:,}{self.unit} in {time.time() - self.t0:.1f}s" + " " * 30,
-                  file=sys.stderr, flush=True)
+            print(f"\r{self.what}: {self._amount(self.done)} in {time.time() - self.t0:.1f}s".ljust(79), file=sys.stderr, flush=True)
+            self.on = False
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with --help showing every real default, and a bad flag raising ValueError (one line at the
+    entry point, exit status 2) instead of printing the usage text."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, formatter_class=HelpFormatter, **kw)
+
+    def error(self, message):
+        raise ValueError(message)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -26,7 +26,6 @@ The methods (train.py's --loss, with the data each one reads):
               rejected = a base-model sample the task's checker marks wrong (pairs.jsonl)
   sft>dpo, sft>asft   the same, starting from the SFT model at SFT's chosen lr and the same seed
 """
-import argparse
 import json
 import os
 import statistics
@@ -36,7 +35,7 @@ import time
 import torch
 
 import train
-from common import HelpFormatter, atomic_path, print0, run_main
+from common import ArgumentParser, atomic_path, print0, run_main
 from data import arith
 from data.download import write_jsonl_atomic
 from data.format import load_jsonl
@@ -62,7 +61,7 @@ EVAL_NEG = NegativeSettings(B=2, epochs=1, max_new_tokens=64, seed=1234)  # held
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to compare")
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), help="DFT ablations "
                    "(need dft among --methods)")
@@ -109,18 +108,21 @@ def plan(args, chosen):
     return runs
 
 
-def estimate_s(args, n_runs):
-    """A rough wall time: one timed DFT-sized training micro-batch of the starting model, scaled by the
-    sequences a run trains and scores (sampling and scoring included at a fixed share)."""
+def estimate_s(args, n_runs, results):
+    """A rough wall time: a timed forward + backward of 24 task-sized sequences (60 tokens, 40% of them
+    scored) with the starting model, times the sequences a run trains (2 epochs x 3 per prompt), plus
+    as much again for its sampling, reference scoring and evaluation. Once runs are done: their median."""
+    done = [sum(r["timing"][k] for k in ("train_s", "negatives_s", "reference_s")) for r in results["runs"].values() if "timing" in r]
+    if done:
+        return n_runs * statistics.median(done) * 1.3  # + scoring
     model = load_model(args.init)
-    seqs = torch.randint(0, 50000, (24, 64))
+    x = torch.randint(0, 50000, (24, 60))
+    mask = torch.arange(60)[None].expand(24, 60) >= 36
     t0 = time.time()
-    for _ in range(2):
-        lp, _ = model.logps(seqs, seqs, torch.ones_like(seqs, dtype=torch.bool))
-        lp.sum().backward()
-    per_seq = (time.time() - t0) / 48
-    n = len(load_jsonl(args.train_data).records)
-    return n_runs * (n * 2 * 3 * per_seq * 1.6 + 2 * n * per_seq)  # 2 epochs x 3 sequences, + scoring and sampling
+    for _ in range(3):
+        model.logps(x, x, mask)[0].sum().backward()
+    per_seq = (time.time() - t0) / 72
+    return n_runs * 2 * (len(load_jsonl(args.train_data).records) * 2 * 3 * per_seq)
 
 
 # -----------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def estimate_s(args, n_runs):
 def shared_data(args):
     """The pairs file (when a preference method is planned) and the held-out negatives of val and test."""
     for path in (args.train_data, args.val_data, args.test_data, args.base_data):
-        arith.ensure_default_data(path)
+        arith.ensure_default_file(path)
     base = load_model(args.init)
     sha = weights_sha256(base, args.init)
     out = {}
@@ -227,9 +229,10 @@ def main(argv=None):
     if args.report:
         return report(args, results)
     runs = plan(args, results["chosen_lr"])
+    trained = [r for r in runs if not (r[0] == "test" and r[3] == 0 and r[1] in METHODS)]  # seed 0 IS the grid's run
     todo = [r for r in runs if not _done(results, r)]
-    print0(f"plan: {len(runs)} training runs ({len(todo)} to do) + the base model scored; about "
-           f"{estimate_s(args, len(todo)) / 60:.0f} min on this machine (a rough estimate)")
+    print0(f"plan: {len(trained)} training runs and {len(runs)} scorings ({len(todo)} to do), plus the base model; "
+           f"about {estimate_s(args, len(todo), results) / 60:.0f} min on this machine (a rough estimate)")
     if args.plan:
         for stage, m, lr, seed in runs:
             print0(f"  {stage:4s}  {m:10s}  lr {'(chosen)' if lr is None else f'{lr:g}':9s}  seed {seed}" +

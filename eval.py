@@ -33,7 +33,6 @@ there), and only then are ratios taken. 2 ranks, 1 rank, batch size 1 or 64: the
     python -m pytest -q tests/test_eval.py
 """
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from common import (DEVICE_HELP, HelpFormatter, Progress, amp_dtype, atomic_path, autocast, print0, run_main, setup,
+from common import (ArgumentParser, DEVICE_HELP, Progress, amp_dtype, atomic_path, autocast, print0, run_main, setup,
                     teardown)
 from data import arith
 from data.format import MAX_LEN_HELP, MAX_PROMPT_LEN_HELP, collate, load_jsonl, tokenize
@@ -219,8 +218,8 @@ def write_json(path, obj):
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Held-out likelihood, preference accuracy and exact match of checkpoints, "
-                                "side by side.", formatter_class=HelpFormatter)
+    p = ArgumentParser(description="Held-out likelihood, preference accuracy and exact match of checkpoints, "
+                                "side by side.")
     p.add_argument("--init", nargs="+", default=["data/base"], help="checkpoints (preset, .safetensors file or "
                    "directory), each optionally named NAME=PATH; one table column per checkpoint")
     p.add_argument("--data", default=arith.DEFAULT_TEST, help="held-out JSONL: {prompt, response} or {prompt, chosen, rejected}")
@@ -237,8 +236,8 @@ def get_args(argv=None):
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = p.parse_args(argv)
     for flag, v in (("--max-len", args.max_len), ("--max-prompt-len", args.max_prompt_len), ("--batch-size", args.batch_size),
-                    ("--max-new-tokens", args.max_new_tokens), ("--max-examples", args.max_examples or 1)):
-        if v < 1:
+                    ("--max-new-tokens", args.max_new_tokens), ("--max-examples", args.max_examples)):
+        if v is not None and v < 1:
             raise ValueError(f"{flag} must be >= 1, got {v}")
     if args.max_prompt_len >= args.max_len:
         raise ValueError(f"--max-prompt-len ({args.max_prompt_len}) must be < --max-len ({args.max_len})")
@@ -248,7 +247,7 @@ def get_args(argv=None):
 def main(argv=None):
     args = get_args(argv)
     rank, world, device = setup(args.device)
-    arith.ensure_default_data(args.data)
+    arith.ensure_default_file(args.data)
     kind, records = load_jsonl(args.data)
     negatives = load_negatives(args.negatives, args.data, len(records), 0, "pass the negatives of this --data file") \
         if args.negatives else None

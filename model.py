@@ -19,7 +19,6 @@ save_pretrained(dir) writes the same layout back, so the common HF loader opens 
     python model.py --init gpt2 --prompt "The meaning of life is"   # downloads GPT-2 124M on first use
     python -m pytest -q tests/test_model.py
 """
-import argparse
 import hashlib
 import json
 import math
@@ -32,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from common import DEVICE_HELP, HelpFormatter, atomic_path, run_main, setup
+from common import ArgumentParser, DEVICE_HELP, atomic_path, run_main, setup
 from data.download import cache_dir, download, hf_url
 from data.tokenizer import get_tokenizer
 
@@ -84,8 +83,13 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        if kv is None:  # plain causal attention over this sequence
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if kv is None:  # causal attention over this sequence (attn_mask: packed sequences, see logps)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)
+        elif torch.is_tensor(kv[2]):  # static shapes: write at a column held on the device, attend over every column
+            k_buf, v_buf, col = kv  # (B, H, max_len, hd) each; col (1,) long, T == 1
+            k_buf.index_copy_(2, col, k)
+            v_buf.index_copy_(2, col, v)
+            y = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=attn_mask)  # unwritten columns are masked
         else:  # write this step's keys/values into the cache, attend over everything cached so far
             k_buf, v_buf, start = kv  # (B, H, max_len, hd) each
             k_buf[:, :, start:start + T] = k
@@ -136,6 +140,7 @@ class KVCache:
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) next position id
         self.length = 0  # columns written so far (a python int: no host sync to read it)
+        self.col = None  # decode_static's copy of length, on the device
         self.max_len = max_len
 
 
@@ -179,22 +184,30 @@ class GPT(nn.Module):
             x = block(x, kv, attn_mask)
         return self.ln_f(x)
 
-    def forward(self, idx, targets=None, mask=None):
+    def forward(self, idx, targets=None, mask=None, pos=None, doc=None):
         """model(idx): the plain path, logits (B, T, V) at every position, causal, positions 0..T-1.
-        model(x, y, mask): self.logps(x, y, mask). Training calls it this way because DDP only
+        model(x, y, mask[, pos, doc]): self.logps(...). Training calls it this way because DDP only
         arms its gradient all-reduce for calls that go through the wrapper's forward."""
         if targets is not None:
-            return self.logps(idx, targets, mask)
+            return self.logps(idx, targets, mask, pos, doc)
         return F.linear(self.hidden(idx), self.lm_head_weight)  # (B, T, V)
 
-    def logps(self, x, y, mask, chunk_tokens=4096):
+    def logps(self, x, y, mask, pos=None, doc=None, chunk_tokens=4096):
         """Per-sequence summed log-probs of scored tokens, (N,) float32, and their counts (N,).
 
         The same numbers as losses.sequence_logps(model(x), y, mask), but the 50,257-way output
         layer, which dominates the cost of a small model, runs only at scored positions (prompt and
         padding positions never need it), in chunks so fp32 logits for the whole batch never exist.
+        Packed rows (data/format.py pack): pos (R, T) holds each token's position in its own sequence
+        and doc (R, T) that sequence's index (-1 = padding); attention stays inside a sequence, and the
+        result has one entry per sequence, not per row.
         """
-        h = self.hidden(x)  # (N, T, C)
+        attn = None
+        if doc is not None:  # causal AND the same sequence: (R, 1, T, T)
+            T = x.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            attn = (causal[None] & (doc[:, :, None] == doc[:, None, :]))[:, None]
+        h = self.hidden(x, pos, attn_mask=attn)  # (N, T, C)
         rows, cols = mask.nonzero(as_tuple=True)  # (M,) each: the scored positions
         h_sel, y_sel = h[rows, cols], y[rows, cols]  # (M, C), (M,)
         tok_logp = []
@@ -202,8 +215,12 @@ class GPT(nn.Module):
             logits = F.linear(h_sel[s:s + chunk_tokens], self.lm_head_weight).float()  # (m, V)
             tok_logp.append(logits.gather(1, y_sel[s:s + chunk_tokens, None]).squeeze(1) - logits.logsumexp(1))
         tok_logp = torch.cat(tok_logp) if tok_logp else h.new_zeros(0, dtype=torch.float32)  # (M,)
-        logps = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32).index_add(0, rows, tok_logp)  # (N,)
-        return logps, mask.sum(1)
+        if doc is None:
+            logps = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32).index_add(0, rows, tok_logp)  # (N,)
+            return logps, mask.sum(1)
+        seq, n_seq = doc[rows, cols], int(doc.max()) + 1  # (M,): the sequence of each scored token
+        logps = torch.zeros(n_seq, device=x.device, dtype=torch.float32).index_add(0, seq, tok_logp)  # (S,)
+        return logps, torch.zeros(n_seq, device=x.device, dtype=torch.long).index_add(0, seq, torch.ones_like(seq))
 
     # --- incremental decoding -------------------------------------------------------------------
 
@@ -235,6 +252,22 @@ class GPT(nn.Module):
         h = self._step(idx, valid, cache)  # (B, T, C)
         last = valid.shape[1] - 1 - valid.flip(1).long().argmax(1)  # (B,) column of the last real token
         return F.linear(h[torch.arange(h.shape[0]), last], self.lm_head_weight)  # (B, V)
+
+    def decode_static(self, tok, cache):
+        """decode() with every shape fixed, for torch.compile or CUDA graphs: attend over all max_len columns
+        (the unwritten ones masked out) and write at the column held in the device tensor cache.col, so no
+        shape and no python number changes from one step to the next. Same logits as decode()."""
+        if cache.col is None:
+            cache.col = torch.full((1,), cache.length, dtype=torch.long, device=tok.device)
+        cache.valid.index_fill_(1, cache.col, True)
+        x = self.wte(tok[:, None]) + self.wpe(cache.pos[:, None])  # (B, 1, C)
+        cache.pos.add_(1)
+        mask = cache.valid[:, None, None, :]  # (B, 1, 1, max_len)
+        for i, block in enumerate(self.h):
+            x = block(x, (cache.k[i], cache.v[i], cache.col), mask)
+        cache.col.add_(1)
+        cache.length += 1
+        return F.linear(self.ln_f(x)[:, 0], self.lm_head_weight)  # (B, V)
 
     def decode(self, tok, cache):
         """Feed one new token per row, tok (B,); logits (B, V) for the token after it."""
@@ -293,9 +326,9 @@ def resolve_weights(source: str) -> str:
     """Map --init to a model.safetensors path, downloading a hub preset on first use."""
     if source in HUB_PRESETS and not os.path.exists(source):
         d = cache_dir("models", source)
-        for fname in ("config.json", "model.safetensors"):
+        for fname, verify in (("config.json", read_config), ("model.safetensors", check_safetensors)):
             download(hf_url("model", f"openai-community/{source}", fname), os.path.join(d, fname),
-                     desc=f"{source}/{fname}")
+                     desc=f"{source}/{fname}", verify=verify)
         return os.path.join(d, "model.safetensors")
     if os.path.isdir(source):
         path = os.path.join(source, "model.safetensors")
@@ -310,6 +343,17 @@ def resolve_weights(source: str) -> str:
 def read_safetensors(path: str) -> dict:
     """Load every tensor of a safetensors file, with our own check of the header first so that a
     wrong or truncated file gets a message that says so. (Never torch.load: pickles run code.)"""
+    check_safetensors(path)
+    tensors = load_file(path)
+    bad = sorted(k for k, t in tensors.items() if not t.is_floating_point())
+    if bad:
+        raise ValueError(f"{path}: {bad[0]} has dtype {tensors[bad[0]].dtype}; a checkpoint holds floating-point weights")
+    return tensors
+
+
+def check_safetensors(path: str):
+    """Raise ValueError unless path starts with a safetensors header (8-byte length + JSON) and is as
+    long as that header says."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -323,19 +367,24 @@ def read_safetensors(path: str) -> dict:
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if size < 8 + n + end:
         raise ValueError(f"{path}: truncated safetensors file ({size} bytes, header describes {8 + n + end})")
-    return load_file(path)
 
 
 def read_config(path: str):
+    """A GPT-2 config.json -> GPTConfig (None when there is no file); ValueError naming the file otherwise."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        c = json.load(f)
-    if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"{path}: activation_function {c['activation_function']!r} is not GPT-2's gelu_new")
-    return GPTConfig(block_size=c.get("n_positions", c.get("n_ctx", 1024)), vocab_size=c["vocab_size"],
-                     n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"],
-                     layer_norm_epsilon=c.get("layer_norm_epsilon", 1e-5))
+    try:
+        with open(path, encoding="utf-8") as f:
+            c = json.load(f)
+        if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"activation_function {c['activation_function']!r} is not GPT-2's gelu_new")
+        return GPTConfig(block_size=int(c.get("n_positions", c.get("n_ctx", 1024))), vocab_size=int(c["vocab_size"]),
+                         n_layer=int(c["n_layer"]), n_head=int(c["n_head"]), n_embd=int(c["n_embd"]),
+                         layer_norm_epsilon=float(c.get("layer_norm_epsilon", 1e-5)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({type(e).__name__}: {e}); expected a GPT-2 config.json") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a GPT-2 config.json (missing or invalid {e})") from None
 
 
 def strip_prefix(tensors: dict) -> dict:
@@ -433,8 +482,7 @@ def weights_sha256(model, init):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Load a GPT-2 checkpoint and print a greedy continuation of a prompt.",
-                                 formatter_class=HelpFormatter)
+    ap = ArgumentParser(description="Load a GPT-2 checkpoint and print a greedy continuation of a prompt.")
     ap.add_argument("--init", default=DEFAULT_INIT, help="preset name (gpt2, gpt2-medium, ...: downloaded), "
                     ".safetensors file or checkpoint directory")
     ap.add_argument("--prompt", default="Question: Mia has 7 apples. She buys 5 more. Then she gives 3 to Leo. "

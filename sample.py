@@ -34,8 +34,6 @@ which can move a sample only when a uniform falls within ~1e-7 of a CDF step). R
 byte-identical: records are appended per batch to <out>.partial, batches are a fixed plan, and a
 restart keeps the complete batches and redoes the rest with the very same batches.
 """
-import argparse
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -47,7 +45,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
-from common import DEVICE_HELP, HelpFormatter, Progress, amp_dtype, atomic_path, autocast, print0, run_main, setup, teardown
+from common import ArgumentParser, DEVICE_HELP, Progress, amp_dtype, atomic_path, autocast, print0, run_main, setup, teardown
 from data import arith
 from data.format import load_jsonl
 from data.tokenizer import EOT, VOCAB_SIZE, get_tokenizer
@@ -107,9 +105,11 @@ def pick(logits, u, temperature, top_k=None, top_p=None):
 
 
 @torch.no_grad()
-def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT, amp=None):
+def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT, amp=None, decode=None):
     """prompts: B token lists; u (B, N) uniforms, one per row and step. -> B x (new_ids, ended_with_eos).
-    amp: the autocast dtype (the KV cache is kept in it too), None = the weights' dtype."""
+    amp: the autocast dtype (the KV cache is kept in it too), None = the weights' dtype. decode: the
+    one-token step, model.decode by default (model.decode_static, maybe compiled, is the fixed-shape one)."""
+    decode = decode or model.decode
     B, N = u.shape
     keep = model.config.block_size - N  # prompt + new tokens must fit in block_size
     prompts = [list(p)[-keep:] for p in prompts]  # a long prompt keeps its END
@@ -134,7 +134,7 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT, amp=None
         if t == N - 1 or ((t + 1) % CHECK_EVERY == 0 and bool(done.all())):  # the only host sync
             break
         with autocast(dev, amp):
-            logits = model.decode(tok, cache)  # (B, V); finished rows are fed EOT as a pad, output ignored
+            logits = decode(tok, cache)  # (B, V); finished rows are fed EOT as a pad, output ignored
     result = []
     for row in out.tolist():
         n = row.index(eos_id) if eos_id in row else N
@@ -142,19 +142,20 @@ def _generate(model, prompts, u, temperature, top_k, top_p, eos_id=EOT, amp=None
     return result
 
 
-def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eos_id=EOT, amp=None):
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, eos_id=EOT, amp=None,
+             decode=None):
     """Sample a continuation of every prompt (a list of token-id lists, any lengths) in one batch.
 
     Returns a list of (new_ids without the EOT, ended_with_eos). temperature 0 = greedy. Same
     generator seed + model + inputs = same samples. block_size: max_new_tokens is capped at
     block_size - 1, and a prompt longer than block_size - max_new_tokens keeps its last tokens.
-    Host syncs: one every CHECK_EVERY steps, to stop once every row has ended. amp: as in _generate."""
+    Host syncs: one every CHECK_EVERY steps, to stop once every row has ended. amp, decode: as in _generate."""
     check_settings(temperature, top_k, top_p)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     N = min(max_new_tokens, model.config.block_size - 1)
     u = torch.rand(len(prompts), N, generator=generator, dtype=torch.float64)  # (B, N)
-    return _generate(model, prompts, u, temperature, top_k, top_p, eos_id, amp)
+    return _generate(model, prompts, u, temperature, top_k, top_p, eos_id, amp, decode)
 
 
 # -----------------------------------------------------------------------------
@@ -489,8 +490,7 @@ def negative_shares(records, negatives):
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Sample from a GPT, or write the DFT negatives file (--negatives).",
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(description="Sample from a GPT, or write the DFT negatives file (--negatives).")
     p.add_argument("--init", default=DEFAULT_INIT, help="model: preset (gpt2, gpt2-medium, ...: downloaded), "
                    ".safetensors file, checkpoint directory, or 'scratch' for random weights of --size")
     p.add_argument("--size", default="nano", choices=list(PRESETS), help="model size for --init scratch")

@@ -40,7 +40,6 @@ last/ (fp32 weights + the training state: --resume continues from it bit for bit
 is complete, final/ (HF-loadable, in --save-dtype). data/base/README.md has the command that made the
 shipped base model with this script.
 """
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -56,10 +55,11 @@ import torch
 import torch.distributed as dist
 
 import losses
-from common import (DEVICE_HELP, HelpFormatter, all_cat, all_sum, amp_dtype, atomic_path, autocast, fail, print0,
+from common import (ArgumentParser, DEVICE_HELP, all_cat, all_sum, amp_dtype, atomic_path, autocast, fail, print0,
                     run_main, setup, teardown)
 from data import arith
 from data.format import MAX_LEN_HELP, MAX_PROMPT_LEN_HELP, collate, load_jsonl, tokenize, truncation_report
+from data.format import pack as pack_seqs
 from data.hh_rlhf import NEG_PREFIX
 from data.tokenizer import get_tokenizer
 from eval import MAX_NEW_TOKENS, evaluate, format_table, score, write_json
@@ -69,7 +69,7 @@ from sample import (NegativeSettings, check_settings, file_sha256, get_negatives
 
 FILTER_POOL = 4  # --neg-filter wrong samples this many times more negatives, then keeps wrong ones
 # what may differ between a run and its --resume (everything else is the run's identity)
-NOT_IDENTITY = ("out_dir", "resume", "overwrite", "resume_changing", "max_steps", "device", "compile", "log_every", "save_every",
+NOT_IDENTITY = ("out_dir", "resume", "overwrite", "resume_changing", "max_steps", "device", "compile", "pack", "log_every", "save_every",
                 "save_dtype", "no_eval", "eval_data", "eval_max_examples", "eval_max_new_tokens", "negatives_dir")
 
 # -----------------------------------------------------------------------------
@@ -77,7 +77,7 @@ NOT_IDENTITY = ("out_dir", "resume", "overwrite", "resume_changing", "max_steps"
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("what to train")
     g.add_argument("--loss", required=True, choices=sorted(losses.LOSSES), help="the fine-tuning loss")
     g.add_argument("--init", default=DEFAULT_INIT, help="starting weights: a preset (gpt2, gpt2-medium, ...: downloaded), "
@@ -124,6 +124,8 @@ def get_args(argv=None):
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--pack", action="store_true", help="pack each micro-batch's sequences end to end instead of padding "
+                   "them (worth it when lengths vary a lot, e.g. GSM8K; bench.py --suite gpu reports the padding)")
     g.add_argument("--log-every", type=int, default=5, help="print and log metrics every N steps")
     g.add_argument("--save-every", type=int, default=None, help="checkpoint last/ every N steps (default: about every "
                    "10%% of the run; it is also saved at the end and on SIGTERM)")
@@ -373,13 +375,14 @@ def lr_at(step, total, lr, warmup):
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def forward_group(fwd, idx, data, epoch, device, amp):
-    """ONE forward over the prompts idx: their positives, then their B negatives each -> the loss's batch."""
+def forward_group(fwd, idx, data, epoch, device, amp, pack=False):
+    """ONE forward over the prompts idx: their positives, then their B negatives each -> the loss's batch.
+    pack: lay the sequences end to end in rows (data/format.py pack) instead of padding each one."""
     cols, N, B = data.cols(epoch), len(idx), data.B
     seqs = [data.pos[i] for i in idx] + [s for i in idx for s in data.negs[i][cols]]
-    x, y, m = (t.to(device) for t in collate(seqs))  # (S, T) each, S = N * (1 + B)
+    batch = [t.to(device) for t in (pack_seqs(seqs) if pack else collate(seqs))]  # (S, T) each, S = N * (1 + B)
     with autocast(device, amp):
-        lp, n = fwd(x, y, m)  # through DDP's forward, so its backward hooks all-reduce the gradients
+        lp, n = fwd(*batch)  # through DDP's forward, so its backward hooks all-reduce the gradients
     b = {"pos": lp[:N], "pos_n": n[:N]}
     if B:
         b["neg"], b["neg_n"] = lp[N:].view(N, B), n[N:].view(N, B)  # (N, B)
@@ -409,7 +412,7 @@ def train_step(fwd, params, opt, step_prompts, data, log_u, epoch, cfg):
     sums, new_u = {"loss": 0.0}, []
     for k, idx in enumerate(batches or [step_prompts[:1]]):  # no prompts: one pass at weight 0 keeps DDP in step
         with fwd.no_sync() if (world > 1 and k < len(batches) - 1) else nullcontext():  # all-reduce at the last one
-            b = forward_group(fwd, idx, data, epoch, cfg["device"], cfg["amp"])                           # 2.
+            b = forward_group(fwd, idx, data, epoch, cfg["device"], cfg["amp"], cfg.get("pack", False))     # 2.
             if spec.stateful:
                 b["log_u"] = log_u[idx].to(cfg["device"])
             loss, nu, met = losses.compute_loss(cfg["loss"], b, **cfg["hparams"])                         # 3.
@@ -456,7 +459,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     model = load_model(args.init, device, args.size, args.seed)
     print0(f"model: {args.init}, {model.num_params() / 1e6:.1f}M parameters; device {device}, {world} process(es)")
-    arith.ensure_default_data(args.data)
+    arith.ensure_default_file(args.data)
     records = load_jsonl(args.data).records[:args.max_examples]
     max_len = args.max_len or min(1024, model.config.block_size)
     if max_len > model.config.block_size:
@@ -527,7 +530,7 @@ def train(model, data, args, ident, hparams, ckpt, rank, world, device, amp):
     if world > 1:
         fwd = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
     cfg = dict(spec=spec, loss=args.loss, hparams=hparams, rank=rank, world=world, device=device, amp=amp,
-               micro_batch_size=args.micro_batch_size, grad_clip=args.grad_clip)
+               micro_batch_size=args.micro_batch_size, grad_clip=args.grad_clip, pack=args.pack)
     print0(f"training: {args.epochs} epochs x {steps_per_epoch} steps of {G} prompts" + (f" (the last {n % G})" if n % G else "")
            + f" ({G // world // args.micro_batch_size} micro-batches of {args.micro_batch_size} per rank); {args.loss} {hparams}")
     term = []
@@ -602,7 +605,7 @@ def load_eval_json(run_dir):
 
 
 def run_eval(model, path, args, lens, device, amp):
-    arith.ensure_default_data(path)
+    arith.ensure_default_file(path)
     records = load_jsonl(path).records[:args.eval_max_examples]
     return evaluate(model, records, max_len=lens[0], max_prompt_len=lens[1], device=device, amp=amp,
                     max_new_tokens=args.eval_max_new_tokens)

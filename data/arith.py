@@ -25,7 +25,6 @@ compares it with the gold response's (a missing answer is always wrong).
     python -m data.arith --out /tmp/arith --n-base 1000 --seed 1
     python -m pytest -q tests/test_arith.py
 """
-import argparse
 import json
 import os
 import random
@@ -33,7 +32,7 @@ import re
 import sys
 import time
 
-from common import HelpFormatter, atomic_path, run_main
+from common import ArgumentParser, atomic_path, run_main
 
 DEFAULT_DIR = "data/arith"  # where the default task lives (generated on first use, not committed)
 DEFAULT_TRAIN, DEFAULT_VAL, DEFAULT_TEST = (f"{DEFAULT_DIR}/{s}.jsonl" for s in ("train", "val", "test"))
@@ -155,13 +154,16 @@ def write_splits(out_dir, seed=0, sizes=None, only=None):
     return paths
 
 
-def ensure_default_data(path=DEFAULT_DIR):
-    """Generate the default splits on a fresh clone when `path` is the default task's directory or one of
-    its files (any other path is left alone); files already there are left untouched. Concurrent callers
+def ensure_default_file(path):
+    """When `path` is one of the default task's files (data/arith/*.jsonl), generate the task if it is
+    missing (a fresh clone); any other path is left alone."""
+    if os.path.abspath(os.path.dirname(path)) == os.path.abspath(DEFAULT_DIR):
+        ensure_default_data(DEFAULT_DIR)
+
+
+def ensure_default_data(out_dir=DEFAULT_DIR):
+    """Generate the default splits into out_dir; files already there are left untouched. Concurrent callers
     (every rank of a torchrun) are safe: each file is written whole, atomically, with the same bytes."""
-    out_dir = path if not path.endswith(".jsonl") else os.path.dirname(path)
-    if os.path.abspath(out_dir) != os.path.abspath(DEFAULT_DIR) and path.endswith(".jsonl"):
-        return None
     missing = [s for s in SPLITS if not os.path.exists(os.path.join(out_dir, f"{s}.jsonl"))]
     if missing:
         print(f"{out_dir}: missing {', '.join(m + '.jsonl' for m in missing)}; generating the default "
@@ -193,8 +195,7 @@ def is_correct(completion, gold_response):
 
 
 def main():
-    p = argparse.ArgumentParser(description="Generate the arithmetic word-problem task as JSONL splits.",
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(description="Generate the arithmetic word-problem task as JSONL splits.")
     p.add_argument("--out", default=DEFAULT_DIR, help="output directory for {base,train,val,test}.jsonl")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     for split in ("base", "train", "val", "test"):

@@ -23,7 +23,6 @@ Environment variables (read at call time, so tests can point them at 127.0.0.1):
     python -c "from data.download import *; print(download(hf_url('model', 'openai-community/gpt2', 'config.json'), cache_dir('models', 'gpt2') + '/config.json'))"
     python -m pytest -q tests/test_download.py
 """
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -37,6 +36,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from common import ArgumentParser, Progress, atomic_path, run_main
+
 DEFAULT_CACHE = os.path.join("~", ".cache", "nanodft")
 DEFAULT_HF_BASE = "https://huggingface.co"
 DEFAULT_GITHUB_RAW_BASE = "https://raw.githubusercontent.com"
@@ -46,7 +47,7 @@ RETRY_WAIT = 1.0  # seconds before the first automatic retry (doubles each time)
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(OSError):
     """A file could not be fetched or failed verification. The message says what to do next."""
 
 
@@ -88,58 +89,6 @@ def github_raw_url(repo: str, ref: str, path: str) -> str:
 
 
 # ----------------------------------------------------------------------------- progress
-
-
-def _fmt_time(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class Progress:
-    """A one-line progress report on stderr, redrawn with \\r at most `1/interval` times a second.
-
-    unit="B" shows MB and MB/s; any other unit shows plain counts ("records"). Rates and the ETA use
-    only what this run did (a resumed download starts at `initial` but is not credited for it).
-    """
-
-    def __init__(self, desc, total=None, unit="B", initial=0, interval=0.25, stream=None, enabled=True):
-        self.desc, self.total, self.unit, self.interval = desc, total, unit, interval
-        self.n = self.initial = initial
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.t0 = self.last = time.monotonic()
-        self.drawn = False
-
-    def _amount(self, n):
-        return f"{n / 1e6:.1f} MB" if self.unit == "B" else f"{n:,}"
-
-    def _draw(self):
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = (self.n - self.initial) / elapsed
-        line = f"{self.desc}: {self._amount(self.n)}"
-        if self.total:
-            line += f" / {self._amount(self.total)} ({100 * self.n / self.total:.1f}%)"
-        line += f" {rate / 1e6:.2f} MB/s" if self.unit == "B" else f" {self.unit}, {rate:,.0f}/s"
-        if self.total and rate > 0 and self.n < self.total:
-            line += f" ETA {_fmt_time((self.total - self.n) / rate)}"
-        self.stream.write("\r" + line.ljust(79))
-        self.stream.flush()
-        self.drawn = True
-
-    def update(self, k: int):
-        self.n += k
-        now = time.monotonic()
-        if self.enabled and now - self.last >= self.interval:
-            self.last = now
-            self._draw()
-
-    def close(self):
-        """Draw the final state and end the line (once)."""
-        if self.enabled:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-            self.enabled = False
 
 
 # ----------------------------------------------------------------------------- integrity
@@ -209,9 +158,9 @@ def _remove(path):
         os.remove(path)
 
 
-def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet):
-    """One HTTP request: fetch what is missing into `partial`, verify, rename to `dest`."""
-    start = os.path.getsize(partial) if os.path.exists(partial) else 0
+def _open(url, dest, partial, start, timeout):
+    """Send the request (asking for the bytes from `start` on); -> (response, the redirect chain's headers).
+    Failures another attempt may fix raise _Retry; the others DownloadError, saying what to do."""
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -238,9 +187,14 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
         ) from None
     except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Retry(f"{type(e).__name__}: {e}") from None
+    return resp, redirects.chain + [resp.headers]
 
+
+def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet, verify=None):
+    """One HTTP request: fetch what is missing into `partial`, verify, rename to `dest`."""
+    start = os.path.getsize(partial) if os.path.exists(partial) else 0
+    resp, chain = _open(url, dest, partial, start, timeout)
     with resp:
-        chain = redirects.chain + [resp.headers]
         if resp.status == 206:
             cr = _content_range(resp.headers.get("Content-Range"))
             if cr is None or cr[0] != start:  # the server resumed somewhere else: do not append
@@ -274,7 +228,7 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
         if start:  # the hash must cover the bytes a previous run already wrote
             _hash_file_into(h, partial)
         done = start
-        progress = Progress(desc, total, "B", initial=start, enabled=not quiet)
+        progress = Progress(desc, total, "B", on=not quiet, initial=start)
         try:
             with open(partial, mode) as f:
                 while True:
@@ -287,7 +241,7 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
                     f.write(chunk)
                     h.update(chunk)
                     done += len(chunk)
-                    progress.update(len(chunk))
+                    progress.update(done)
         finally:
             progress.close()
 
@@ -305,6 +259,13 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
             _remove(partial)
             raise DownloadError(f"sha256 mismatch for {url}: got {got}, expected {want} (from {source}); "
                                 "the partial file was removed, run again")
+    if verify is not None:  # what the content itself can tell, for servers that send no sha256
+        try:
+            verify(partial)
+        except ValueError as e:
+            _remove(partial)
+            raise DownloadError(f"{url} did not give the expected file ({e}); nothing was cached as {dest}; "
+                                f"check the server, or {_by_hand(url, dest)}") from None
     os.replace(partial, dest)  # atomic: dest appears only complete and verified
 
 
@@ -349,13 +310,16 @@ def _locked(lock_path: str, desc: str, quiet: bool):
 
 
 def download(url: str, dest, expected_size=None, expected_sha256=None, desc=None, *,
-             timeout: float = 30.0, retries: int = 3, trust_etag=None, quiet: bool = False) -> str:
+             timeout: float = 30.0, retries: int = 3, trust_etag=None, quiet: bool = False, verify=None) -> str:
     """Fetch url into dest (unless dest already exists) and return dest.
 
     expected_size / expected_sha256: checked when given (a mismatch raises DownloadError).
     retries: how many more attempts after a cut connection / timeout / HTTP 5xx; each resumes.
     trust_etag: treat a 64-hex ETag as the file's sha256. Default: only for URLs under the hub base
       (the hub guarantees it for LFS files; another server's 64-hex ETag may be any hash).
+    verify: a function(path) that raises ValueError when the downloaded bytes are not the expected kind
+      of file (a JSON that does not parse, a truncated safetensors file, a dataset with missing rows);
+      it runs before the file is cached, so a wrong file is never kept as complete.
     Raises DownloadError with what to do (e.g. which file to download by hand, and where to put it).
     """
     dest = os.fspath(dest)
@@ -376,7 +340,7 @@ def download(url: str, dest, expected_size=None, expected_sha256=None, desc=None
             return dest
         for attempt in range(retries + 1):
             try:
-                _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet)
+                _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet, verify)
                 return dest
             except _Retry as e:
                 if attempt == retries:
@@ -395,35 +359,26 @@ def download(url: str, dest, expected_size=None, expected_sha256=None, desc=None
 
 
 def write_jsonl_atomic(path: str, records) -> int:
-    """Write dicts as JSONL to path via path.tmp + os.replace (no half-written file). Returns the count."""
+    """Write dicts as JSONL to path atomically (no half-written file). Returns the count."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # unique per process: concurrent writers never share one
     n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Download one file (resumable, verified, atomic).")
+    p = ArgumentParser(description="Download one file (resumable, verified, atomic).")
     p.add_argument("url", help="URL to fetch")
     p.add_argument("dest", help="where to save it (a .partial file is used until it is complete)")
-    p.add_argument("--size", type=int, default=None, help="expected size in bytes (checked if given)")
-    p.add_argument("--sha256", default=None, help="expected sha256 hex digest (checked if given)")
+    p.add_argument("--size", type=int, default=None, help="expected size in bytes (default: not checked)")
+    p.add_argument("--sha256", default=None, help="expected sha256 hex digest (default: not checked)")
     p.add_argument("--retries", type=int, default=3, help="automatic resumes after a cut connection")
     args = p.parse_args(argv)
-    try:
-        path = download(args.url, args.dest, args.size, args.sha256, retries=args.retries)
-    except DownloadError as e:
-        sys.exit(f"error: {e}")
-    print(path)
+    print(download(args.url, args.dest, args.size, args.sha256, retries=args.retries))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

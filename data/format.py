@@ -31,13 +31,12 @@ False on padding. x (N, T) long, y (N, T) long, mask (N, T) bool, T = max L - 1.
     python -m data.format data/arith/train.jsonl --max-len 256 --max-prompt-len 128   # check a file
     python -m pytest -q tests/test_format.py
 """
-import argparse
 import json
 from typing import NamedTuple
 
 import torch
 
-from common import HelpFormatter, run_main
+from common import ArgumentParser, run_main
 from data.tokenizer import EOT, get_tokenizer
 
 FIELDS = {"sft": ("prompt", "response"), "pref": ("prompt", "chosen", "rejected")}
@@ -58,8 +57,7 @@ class Jsonl(NamedTuple):
 
 
 def _expected(kind):
-    names = " and ".join(f'"{f}"' for f in FIELDS[kind]) if kind == "sft" else \
-        '"prompt", "chosen" and "rejected"'
+    names = '"prompt", "chosen" and "rejected"' if kind == "pref" else " and ".join(f'"{f}"' for f in FIELDS[kind])
     return f"expected a JSON object with string fields {names}"
 
 
@@ -80,6 +78,8 @@ def load_jsonl(path, kind=None) -> Jsonl:
         f = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file, expected a JSONL file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a JSONL file") from None
     records, first_line = [], None
     with f:
         for lineno, raw in enumerate(f, 1):
@@ -107,7 +107,7 @@ def load_jsonl(path, kind=None) -> Jsonl:
                 first_line = lineno
             fields = FIELDS[kind]
             if not all(k in obj for k in fields):
-                other = "pref" if kind == "sft" else "sft"
+                other = "sft" if kind == "pref" else "pref"
                 if _detect_kind(obj) == other:
                     raise DataError(f"{where}: {other}-style record in a {kind}-style file (line "
                                     f"{first_line} was {kind}-style); a file holds one kind only")
@@ -201,9 +201,58 @@ def collate(seqs, pad_id=EOT):
     return x, y, mask
 
 
+def _first_fit(lens, T):
+    """Longest first, each into the first row with room: [[sequence indices, tokens used], ...]."""
+    rows = []
+    for i in sorted(range(len(lens)), key=lambda i: -lens[i]):
+        row = next((r for r in rows if r[1] + lens[i] <= T), None)
+        if row is None:
+            row = [[], 0]
+            rows.append(row)
+        row[0].append(i)
+        row[1] += lens[i]
+    return rows
+
+
+def _row_len(lens):
+    """The shortest row length (>= the longest sequence) that fits everything into as few rows as rows of
+    twice the longest would: rows come out evenly full, so little of the last one is padding."""
+    longest, total = max(lens), sum(lens)
+    n_rows = len(_first_fit(lens, 2 * longest))
+    lo, hi = max(longest, -(-total // n_rows)), 2 * longest
+    while lo < hi:  # first fit needs no more rows as rows get longer: bisect for the shortest that works
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(_first_fit(lens, mid)) <= n_rows else (mid + 1, hi)
+    return lo
+
+
+def pack(seqs, row_len=None, pad_id=EOT):
+    """Packing: the sequences' inputs laid end to end in rows of row_len tokens (longest first, each into
+    the first row with room), so a batch holds almost no padding. row_len defaults to _row_len's choice.
+    -> x, y, mask (as collate, per row), pos (R, T) each token's position within its own sequence, and
+    doc (R, T) the index in seqs of the sequence it belongs to (-1: padding). model.logps(x, y, mask,
+    pos, doc) keeps attention inside each sequence and returns one log-prob per sequence, in seqs order."""
+    if len(seqs) == 0:
+        raise ValueError("pack: empty batch")
+    lens = [len(s[0]) - 1 for s in seqs]  # inputs are ids[:-1]
+    T = row_len or _row_len(lens)
+    rows = _first_fit(lens, T)
+    x, y = (torch.full((len(rows), T), pad_id, dtype=torch.long) for _ in range(2))  # (R, T) each
+    mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    pos, doc = torch.zeros(len(rows), T, dtype=torch.long), torch.full((len(rows), T), -1, dtype=torch.long)
+    for r, (members, _) in enumerate(rows):
+        at = 0
+        for i in members:
+            sx, sy, sm = collate([seqs[i]], pad_id)  # (1, L) each: one sequence's inputs, targets, mask
+            L = sx.shape[1]
+            x[r, at:at + L], y[r, at:at + L], mask[r, at:at + L] = sx[0], sy[0], sm[0]
+            pos[r, at:at + L], doc[r, at:at + L] = torch.arange(L), i
+            at += L
+    return x, y, mask, pos, doc
+
+
 def main():
-    p = argparse.ArgumentParser(description="Validate a JSONL file and report token lengths and truncation.",
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(description="Validate a JSONL file and report token lengths and truncation.")
     p.add_argument("path", help="JSONL file, SFT-style or preference-style")
     p.add_argument("--kind", choices=["sft", "pref"], default=None,
                    help="force the format (default: detected from the first record)")
@@ -214,7 +263,7 @@ def main():
     tok = get_tokenizer()
     print(f"{args.path}: {len(records)} {kind}-style records")
     pos, negs, cut = tokenize(tok, records, args.max_len, args.max_prompt_len, "rejected" if kind == "pref" else None)
-    for field, seqs in (("response" if kind == "sft" else "chosen", pos), ("rejected", [n[0] for n in negs if n])):
+    for field, seqs in (("chosen" if kind == "pref" else "response", pos), ("rejected", [n[0] for n in negs if n])):
         if seqs:
             lens = sorted(len(s[0]) for s in seqs)
             print(f"  prompt+{field}+EOT tokens: median {lens[len(lens) // 2]}, max {lens[-1]}")

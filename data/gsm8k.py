@@ -22,14 +22,13 @@ Reasoning lines keep their newlines; thousands commas are removed from the final
     python -m data.gsm8k --out data/gsm8k --splits test
     python -m pytest -q tests/test_datasets.py
 """
-import argparse
 import collections
 import json
 import os
 import re
-import sys
 
-from data.download import DownloadError, Progress, cache_dir, download, github_raw_url, write_jsonl_atomic
+from common import ArgumentParser, Progress, run_main
+from data.download import cache_dir, download, github_raw_url, write_jsonl_atomic
 
 REPO, REF = "openai/grade-school-math", "master"
 PATH = "grade_school_math/data/{split}.jsonl"
@@ -73,7 +72,7 @@ def convert_file(path: str, skipped: collections.Counter):
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ValueError(f"{path}:{lineno}: expected a JSON object with string keys "
                                      f"'question' and 'answer' ({type(e).__name__}: {e})") from None
-                progress.update(1)
+                progress.update()
                 rec, reason = convert_record(question, answer)
                 if rec is None:
                     skipped[reason] += 1
@@ -83,15 +82,23 @@ def convert_file(path: str, skipped: collections.Counter):
         progress.close()
 
 
+def check_raw(path: str, split: str):
+    """GitHub sends no sha256: a raw file is accepted when it has exactly the split's problems, each a JSON line."""
+    with open(path, encoding="utf-8") as f:
+        n = sum(1 for line in f if line.strip())
+    if n != EXPECTED_COUNTS[split]:
+        raise ValueError(f"{path}: {n} problems, GSM8K {split} has {EXPECTED_COUNTS[split]} (a truncated or different file)")
+
+
 def fetch(split: str) -> str:
-    """Path of the cached raw file, downloading it first if needed."""
+    """Path of the cached raw file, downloading (and checking) it first if needed."""
     dest = os.path.join(cache_dir("raw", "gsm8k"), f"{split}.jsonl")
-    return download(github_raw_url(REPO, REF, PATH.format(split=split)), dest, desc=f"gsm8k {split}.jsonl")
+    return download(github_raw_url(REPO, REF, PATH.format(split=split)), dest, desc=f"gsm8k {split}.jsonl",
+                    verify=lambda p: check_raw(p, split))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Convert GSM8K to nanoDFT SFT-style JSONL.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Convert GSM8K to nanoDFT SFT-style JSONL.")
     p.add_argument("--out", default="data/gsm8k", help="output directory (gets <split>.jsonl)")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to write")
     args = p.parse_args(argv)
@@ -100,19 +107,16 @@ def main(argv=None):
     for split in args.splits:
         skipped = collections.Counter()
         out = os.path.join(args.out, f"{split}.jsonl")
-        try:
-            n = write_jsonl_atomic(out, convert_file(fetch(split), skipped))
-        except (DownloadError, ValueError) as e:
-            sys.exit(f"error: {e}")
+        raw = fetch(split)
+        check_raw(raw, split)  # a cached file from an older version may predate the check
+        n = write_jsonl_atomic(out, convert_file(raw, skipped))
         summary.append((split, out, n, skipped))
     for split, out, n, skipped in summary:
         print(f"wrote {out}: {n} SFT-style records, skipped {sum(skipped.values())}")
         for reason, k in skipped.most_common():
             print(f"  skipped {k}: {reason}")
-        if n + sum(skipped.values()) != EXPECTED_COUNTS[split]:
-            print(f"  note: GSM8K {split} has {EXPECTED_COUNTS[split]} problems, the raw file had "
-                  f"{n + sum(skipped.values())}: is the cached file complete and the official one?")
+
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -22,14 +22,13 @@ cache ($NANODFT_CACHE/raw/hh-rlhf/...), resumably and checked against the hub's 
     python -m data.hh_rlhf --out data/hh --subsets helpful-base harmless-base --splits train
     python -m pytest -q tests/test_datasets.py
 """
-import argparse
 import collections
 import gzip
 import json
 import os
-import sys
 
-from data.download import DownloadError, Progress, cache_dir, download, hf_url, write_jsonl_atomic
+from common import ArgumentParser, Progress, run_main
+from data.download import cache_dir, download, hf_url, write_jsonl_atomic
 
 REPO = "Anthropic/hh-rlhf"
 SUBSETS = ("helpful-base", "harmless-base", "helpful-online", "helpful-rejection-sampled")
@@ -81,7 +80,7 @@ def convert_file(path: str, sft: bool, skipped: collections.Counter):
                                      f"'chosen' and 'rejected' ({type(e).__name__}: {e})") from None
                 if not isinstance(chosen, str) or not isinstance(rejected, str):
                     raise ValueError(f"{path}:{lineno}: 'chosen' and 'rejected' must be strings")
-                progress.update(1)
+                progress.update()
                 rec, reason = split_pair(chosen, rejected)
                 if rec is None:
                     skipped[reason] += 1
@@ -101,8 +100,7 @@ def fetch(subset: str, split: str) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Convert Anthropic HH-RLHF to nanoDFT JSONL.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Convert Anthropic HH-RLHF to nanoDFT JSONL.")
     p.add_argument("--out", default="data/hh_rlhf", help="output directory (gets <split>.jsonl)")
     p.add_argument("--subsets", nargs="+", default=["helpful-base"], choices=SUBSETS,
                    help="HH-RLHF subsets to include (concatenated in the order given)")
@@ -114,20 +112,14 @@ def main(argv=None):
     summary = []
     for split in args.splits:
         skipped = collections.Counter()
-        try:
-            paths = [fetch(subset, split) for subset in args.subsets]
-        except DownloadError as e:
-            sys.exit(f"error: {e}")
+        paths = [fetch(subset, split) for subset in args.subsets]
 
         def records():
             for path in paths:
                 yield from convert_file(path, args.sft, skipped)
 
         out = os.path.join(args.out, f"{split}.jsonl")
-        try:
-            n = write_jsonl_atomic(out, records())
-        except ValueError as e:  # a malformed raw line: name it, no traceback
-            sys.exit(f"error: {e}")
+        n = write_jsonl_atomic(out, records())  # a malformed raw line raises ValueError naming it
         summary.append((out, n, skipped))
     style = "SFT-style" if args.sft else "preference-style"
     for out, n, skipped in summary:
@@ -137,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,14 +19,13 @@ resumably and checked against the hub's sha256 ETag.
     python -m data.metamathqa --out data/metamathqa --types GSM --limit 20000
     python -m pytest -q tests/test_datasets.py
 """
-import argparse
 import collections
 import json
 import os
 import re
-import sys
 
-from data.download import DownloadError, Progress, cache_dir, download, hf_url, write_jsonl_atomic
+from common import ArgumentParser, Progress, run_main
+from data.download import cache_dir, download, hf_url, write_jsonl_atomic
 from data.gsm8k import format_prompt
 
 REPO = "meta-math/MetaMathQA"
@@ -115,7 +114,7 @@ def convert_file(path: str, types, limit, skipped: collections.Counter):
                 skipped["no 'The answer is: X' at the end"] += 1
                 continue
             n += 1
-            progress.update(1)
+            progress.update()
             yield {"prompt": format_prompt(query), "response": out}
     finally:
         progress.close()
@@ -128,26 +127,22 @@ def fetch() -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Convert MetaMathQA to nanoDFT SFT-style JSONL.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Convert MetaMathQA to nanoDFT SFT-style JSONL.")
     p.add_argument("--out", default="data/metamathqa", help="output directory (gets train.jsonl)")
     p.add_argument("--limit", type=int, default=None, help="write at most this many records (the first ones)")
     p.add_argument("--types", nargs="+", default=None,
                    help="keep only records whose type starts with one of these (e.g. GSM, MATH_Rephrased)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 0:
-        p.error("--limit must be >= 0")
+        raise ValueError(f"--limit must be >= 0, got {args.limit}")
 
     skipped = collections.Counter()
     out = os.path.join(args.out, "train.jsonl")
-    try:
-        n = write_jsonl_atomic(out, convert_file(fetch(), args.types, args.limit, skipped))
-    except (DownloadError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    n = write_jsonl_atomic(out, convert_file(fetch(), args.types, args.limit, skipped))
     print(f"wrote {out}: {n} SFT-style records, skipped {sum(skipped.values())}")
     for reason, k in skipped.most_common():
         print(f"  skipped {k}: {reason}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from common import run_main
 from data import gsm8k, hh_rlhf, metamathqa
 from data.arith import extract_answer
 
@@ -111,23 +112,24 @@ def test_hh_offline_error_names_the_file(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("NANODFT_HF_BASE", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("NANODFT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SystemExit) as e:
-        hh_rlhf.main(["--out", str(tmp_path / "hh"), "--splits", "test"])
-    msg = str(e.value)
+        run_main(lambda: hh_rlhf.main(["--out", str(tmp_path / "hh"), "--splits", "test"]))
+    msg = capsys.readouterr().err
+    assert e.value.code == 2 and msg.count("\n") == 1
     url = f"http://127.0.0.1:{port}/datasets/Anthropic/hh-rlhf/resolve/main/helpful-base/test.jsonl.gz"
     dest = tmp_path / "cache" / "raw" / "hh-rlhf" / "helpful-base" / "test.jsonl.gz"
     assert msg.startswith("error: ") and f"download {url} by hand and save it as {dest}" in msg
     assert not (tmp_path / "hh").exists()
 
 
-def test_hh_malformed_raw_line(hub, tmp_path):
+def test_hh_malformed_raw_line(hub, tmp_path, capsys):
     import gzip
     dest = tmp_path / "cache" / "raw" / "hh-rlhf" / "helpful-base" / "test.jsonl.gz"
     dest.parent.mkdir(parents=True)
     with gzip.open(dest, "wt") as f:
         f.write(json.dumps({"chosen": EGG + " a", "rejected": EGG + " b"}) + "\n" + '{"chosen": "x"}\n')
-    with pytest.raises(SystemExit) as e:
-        hh_rlhf.main(["--out", str(tmp_path / "hh"), "--splits", "test"])
-    assert f"{dest}:2: expected a JSON object with string keys 'chosen' and 'rejected'" in str(e.value)
+    with pytest.raises(SystemExit):
+        run_main(lambda: hh_rlhf.main(["--out", str(tmp_path / "hh"), "--splits", "test"]))
+    assert f"{dest}:2: expected a JSON object with string keys 'chosen' and 'rejected'" in capsys.readouterr().err
     assert not (tmp_path / "hh" / "test.jsonl").exists()
 
 
@@ -143,7 +145,8 @@ def test_gsm8k_convert_record():
     assert gsm8k.convert_record("q", "x\n#### twelve") == (None, "final answer is not a number")
 
 
-def test_gsm8k_end_to_end(hub, tmp_path, capsys):
+def test_gsm8k_end_to_end(hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gsm8k, "EXPECTED_COUNTS", {"train": 3, "test": 2})  # the fixtures' sizes
     out = tmp_path / "gsm8k"
     gsm8k.main(["--out", str(out)])
     train = read_jsonl(out / "train.jsonl")
@@ -167,21 +170,22 @@ def test_gsm8k_end_to_end(hub, tmp_path, capsys):
         " She gave away 7+5 = 12 stickers.\nShe has 20-12 = 8 stickers now. The answer is 8."]
     stdout = capsys.readouterr().out
     assert f"wrote {out / 'train.jsonl'}: 3 SFT-style records, skipped 0" in stdout
-    assert "GSM8K train has 7473 problems, the raw file had 3" in stdout  # the count check speaks up
     n = len(hub.requests)
     gsm8k.main(["--out", str(tmp_path / "again"), "--splits", "test"])
     assert len(hub.requests) == n  # cached
     assert read_jsonl(tmp_path / "again" / "test.jsonl") == test
 
 
-def test_gsm8k_cli(hub, tmp_path):
-    # the module runs as documented: python -m data.gsm8k --out DIR
+def test_gsm8k_cli_refuses_a_truncated_file(hub, tmp_path):
+    """The module runs as documented (python -m data.gsm8k --out DIR). GitHub sends no sha256: a raw file
+    with the wrong number of problems (here the 2-problem fixture for the 1,319-problem split) is an error,
+    exit status 2, and nothing is cached as complete, so a fixed mirror is fetched again next time."""
     env = dict(os.environ)
     r = subprocess.run([sys.executable, "-m", "data.gsm8k", "--out", str(tmp_path / "g"), "--splits", "test"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert len(read_jsonl(tmp_path / "g" / "test.jsonl")) == 2
-    assert "converting gsm8k test.jsonl" in r.stderr
+    assert r.returncode == 2 and "2 problems, GSM8K test has 1319 (a truncated or different file)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "g").exists() and not os.listdir(tmp_path / "cache" / "raw" / "gsm8k")
 
 
 # ----------------------------------------------------------------------------- MetaMathQA

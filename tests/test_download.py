@@ -40,7 +40,7 @@ def test_download_success_creates_dirs_and_reports_progress(local_server, tmp_pa
     assert read(dest) == DATA
     assert sorted(os.listdir(dest.parent)) == ["model.safetensors"]  # no .partial, no .lock left
     err = capsys.readouterr().err
-    assert "model.safetensors: 0.3 MB / 0.3 MB (100.0%)" in err and err.endswith("\n")
+    assert "model.safetensors: 0.3 MB/0.3 MB" in err and "model.safetensors: 0.3 MB in" in err and err.endswith("\n")
 
 
 def test_resume_after_cut_connection(local_server, tmp_path):
@@ -231,4 +231,4 @@ def test_cli(local_server, tmp_path):
     assert r.stdout.strip() == str(dest) and read(dest) == DATA[:1000]
     r = subprocess.run([sys.executable, "-m", "data.download", url + "x", str(dest) + "x"], cwd=root,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "by hand" in r.stderr
+    assert r.returncode == 2 and "by hand" in r.stderr and r.stderr.count("\n") == 1

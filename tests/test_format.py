@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from data.format import DataError, collate, encode_ids, load_jsonl, tokenize, truncation_report
+from data.format import DataError, collate, encode_ids, load_jsonl, pack, tokenize, truncation_report
 from data.tokenizer import EOT, get_tokenizer
 
 E = EOT
@@ -243,3 +243,15 @@ def test_collate_rejects_bad_n_prompt():
         collate([([1, 2, 3], 0)])
     with pytest.raises(ValueError, match="n_prompt=3"):
         collate([([1, 2, 3], 3)])
+
+
+def test_pack_lays_sequences_end_to_end():
+    seqs = [([1, 2, 3, 4, 5], 2), ([6, 7, 8], 1), ([9, 10], 1), ([11, 12, 13, 14, 15, 16, 17, 18, 19], 4)]
+    x, y, mask, pos, doc = pack(seqs)
+    assert x.shape[0] < len(seqs) and x.shape[1] >= 8  # fewer rows than sequences, each at least the longest
+    for i, (ids, n) in enumerate(seqs):
+        r, cols = (doc == i).nonzero(as_tuple=True)
+        assert len(set(r.tolist())) == 1 and cols.tolist() == list(range(cols[0], cols[0] + len(ids) - 1))  # contiguous
+        assert x[r, cols].tolist() == ids[:-1] and y[r, cols].tolist() == ids[1:] and pos[r, cols].tolist() == list(range(len(ids) - 1))
+        assert mask[r, cols].tolist() == [t + 1 >= n for t in range(len(ids) - 1)]  # the same label mask as collate
+    assert (mask & (doc < 0)).sum() == 0 and (doc >= 0).sum() == sum(len(s[0]) - 1 for s in seqs)

@@ -234,6 +234,48 @@ def test_fast_logps_equal_full_logits():
     torch.testing.assert_close(g_fast, g_slow, atol=1e-5, rtol=1e-4)
 
 
+def test_packed_logps_equal_padded_with_gradients():
+    """data/format.py pack + model.logps(x, y, mask, pos, doc): the same per-sequence log-probs and
+    gradients as padding each sequence (attention never crosses from one packed sequence to another)."""
+    from data.format import collate, pack
+    torch.manual_seed(0)
+    model = GPT(config_for("tiny"))
+    g = torch.Generator().manual_seed(1)
+    seqs = [(torch.randint(0, 50257, (L,), generator=g).tolist(), n) for L, n in ((9, 3), (4, 1), (17, 5), (6, 2), (3, 2))]
+    padded, n_pad = model.logps(*collate(seqs))
+    x, y, mask, pos, doc = pack(seqs)
+    assert x.shape[0] < len(seqs)
+    packed, n_pack = model.logps(x, y, mask, pos, doc)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
+    assert torch.equal(n_pack, n_pad)
+    w = model.h[1].attn.c_attn.weight
+    torch.testing.assert_close(torch.autograd.grad((packed * torch.arange(5)).sum(), w)[0],
+                               torch.autograd.grad((model.logps(*collate(seqs))[0] * torch.arange(5)).sum(), w)[0],
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_preset_download_refuses_an_unverifiable_wrong_file(tmp_path, monkeypatch, local_server):
+    """A mirror that sends no sha256 and serves an HTML page as config.json, or a truncated safetensors
+    file: an error naming the URL, and nothing cached as complete (the fixed mirror is tried next time)."""
+    monkeypatch.setenv("NANODFT_HF_BASE", local_server.url)
+    monkeypatch.setenv("NANODFT_CACHE", str(tmp_path / "cache"))
+    local_server.add("openai-community/gpt2/resolve/main/config.json", b"<html>Service unavailable</html>")
+    with pytest.raises(OSError, match=r"config\.json did not give the expected file \(.*not a JSON file"):
+        GPT.from_pretrained("gpt2")
+    assert not os.listdir(tmp_path / "cache" / "models" / "gpt2")
+    t = hub_tensors(CFG)
+    save(t, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    local_server.add("openai-community/gpt2/resolve/main/config.json",
+                     json.dumps({"n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 97, "n_positions": 32}).encode())
+    local_server.add("openai-community/gpt2/resolve/main/model.safetensors", data[:len(data) // 2])
+    with pytest.raises(OSError, match="model.safetensors did not give the expected file .*truncated safetensors file"):
+        GPT.from_pretrained("gpt2")
+    assert os.listdir(tmp_path / "cache" / "models" / "gpt2") == ["config.json"]
+    local_server.add("openai-community/gpt2/resolve/main/model.safetensors", data)  # the mirror is fixed
+    GPT.from_pretrained("gpt2")
+
+
 def test_too_long_sequence_refused():
     model = GPT(CFG)
     with pytest.raises(ValueError, match="longer than block_size=32"):

@@ -9,20 +9,17 @@ import losses
 
 
 def keys_read(name):
-    """Call compute_loss with a batch that records which keys it reads."""
-    class Recorder(dict):
-        read = set()
-
-        def __getitem__(self, k):
-            self.read.add(k)
-            return super().__getitem__(k)
-
+    """Call compute_loss with every batch key but one: the keys whose absence makes it fail are the ones it reads."""
     t = lambda *v: torch.tensor(v, dtype=torch.float64)
-    batch = Recorder(logps=t(-5.0), n_tokens=torch.tensor([5]), neg_logps=t([-8.0, -9.0]),
-                     neg_n_tokens=torch.tensor([[4, 6]]), ref_logps=t(-6.0), neg_ref_logps=t([-7.0, -9.5]))
-    batch.read = set()
-    losses.compute_loss(name, batch, log_u=torch.zeros(1, dtype=torch.float64))
-    return batch.read
+    full = {"pos": t(-5.0), "pos_n": torch.tensor([5]), "neg": t([-8.0, -9.0]), "neg_n": torch.tensor([[4, 6]]),
+            "ref_pos": t(-6.0), "ref_neg": t([-7.0, -9.5]), "log_u": t(0.0)}
+    read = set()
+    for key in full:
+        try:
+            losses.compute_loss(name, {k: v for k, v in full.items() if k != key})
+        except (KeyError, ValueError):
+            read.add(key)
+    return read
 
 
 def weights(logp0, s=(-10.0, -12.0)):
@@ -35,8 +32,8 @@ def weights(logp0, s=(-10.0, -12.0)):
 
 
 ANSWERS = {
-    "dft_reads": keys_read("dft"),      # logps, neg_logps, neg_ref_logps: pi_0's log-probs of the negatives
-    "dft2_reads": keys_read("dft2"),    # logps, n_tokens, neg_logps, neg_n_tokens: nothing from pi_0
+    "dft_inputs": keys_read("dft"),     # pos, neg, ref_neg, log_u: pi_0's log-probs of the negatives
+    "dft2_inputs": keys_read("dft2"),   # pos, pos_n, neg, neg_n, log_u: nothing from pi_0
     "w_base": weights([-11.0, -11.0]),  # [1.76, 0.24]: B * softmax(s): pi_0 finds both equally likely
     "w_shifted": weights([-30.0, -30.0]),  # the same: a constant shift of logp_0 cancels in the normalization
     "w_matched": weights([-10.0, -12.0]),  # [1, 1]: pi_0 already ranks the negatives like the model does

@@ -10,7 +10,7 @@ B negatives of the current batch, and smooths that estimate over the epochs with
 
 d is a difference of summed log-probs of whole responses: hundreds or thousands in size, so exp(d)
 under- or overflows even in float64. Everything stays in log space, and every logsumexp subtracts its
-max first. The project does this in losses.py, _dft_core (the lines computing lme and new_log_u).
+max first. The project's own version is losses.update_log_u, with torch.logaddexp and logmeanexp.
 """
 import math
 

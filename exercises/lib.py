@@ -1,0 +1,242 @@
+"""
+What every exercise's checker shares: the verdict (Fail), comparisons whose messages a student can act
+on, small float64 references (python floats, no torch), and the helpers of the question exercises.
+
+A check is a function that returns nothing when the answer is right and raises Fail with a message
+when it is not. The message names the most likely mistake first ("the weights w carry gradient:
+detach them"), then what was expected and what came back. `diagnose` does the naming: it compares
+the answer with what each known mistake would have produced.
+"""
+import hashlib
+import math
+import random
+
+import torch
+
+
+class Fail(AssertionError):
+    """A check's verdict: what was expected, what came back, and the likely mistake (shown verbatim)."""
+
+
+class NotRun(Fail):
+    """A check that was skipped because an earlier one failed (its message says which)."""
+
+
+# -----------------------------------------------------------------------------
+# comparing numbers
+
+
+def fmt(x):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().double().cpu()
+        return fmt(x.item()) if x.dim() == 0 else fmt(x.tolist())
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in x) + "]"
+    return repr(x)
+
+
+def as64(x, what):
+    if isinstance(x, torch.Tensor):
+        return x.detach().double().cpu()
+    try:
+        return torch.tensor(x, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise Fail(f"{what}: expected numbers, got {type(x).__name__} {x!r}") from None
+
+
+def is_close(got, want, tol=1e-6):
+    """True when got and want (tensors, numbers or nested lists) have the same shape and agree within tol."""
+    try:
+        g, w = as64(got, ""), as64(want, "")
+    except Fail:
+        return False
+    return g.shape == w.shape and bool(torch.isclose(g, w, rtol=tol, atol=tol).all())
+
+
+def close(got, want, what, tol=1e-6):
+    """Fail unless got equals want within tol (relative and absolute), saying where they differ."""
+    g, w = as64(got, what), as64(want, what)
+    if g.shape != w.shape:
+        raise Fail(f"{what}: expected shape {tuple(w.shape)}, got shape {tuple(g.shape)} ({fmt(g)})")
+    ok = torch.isclose(g, w, rtol=tol, atol=tol)
+    if not bool(ok.all()):
+        if g.numel() <= 8:
+            raise Fail(f"{what}: expected {fmt(w)}, got {fmt(g)}")
+        bad = (~ok).nonzero()
+        at = tuple(bad[0].tolist())
+        raise Fail(f"{what}: {len(bad)} of {g.numel()} entries differ; the first at index {at}: "
+                   f"expected {fmt(w[at])}, got {fmt(g[at])}")
+
+
+def diagnose(got, want, what, mistakes=(), tol=1e-6):
+    """close(), but when got is wrong and matches what a known mistake computes, say that mistake first.
+    mistakes: (value the mistake would give, message naming it) pairs."""
+    if is_close(got, want, tol):
+        return
+    for value, message in mistakes:
+        if is_close(got, value, tol):
+            raise Fail(f"{message} ({what}: expected {fmt(as64(want, what))}, got {fmt(as64(got, what))})")
+    close(got, want, what, tol)
+
+
+def expect(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def finite(x, what, why):
+    expect(isinstance(x, torch.Tensor) and bool(torch.isfinite(x).all()), f"{why} ({what} = {fmt(x)})")
+
+
+# -----------------------------------------------------------------------------
+# references in python floats
+
+
+def logsig(z):
+    """log sigmoid(z), stable in both directions."""
+    return -math.log1p(math.exp(-z)) if z >= 0 else z - math.log1p(math.exp(z))
+
+
+def sigmoid(z):
+    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
+def lme(xs):
+    """log mean exp of a python list, stable."""
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs) / len(xs))
+
+
+def lae(a, b):
+    """log(exp(a) + exp(b)), stable; -inf allowed."""
+    if a == -math.inf:
+        return b
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+def rand_list(shape, lo, hi, seed):
+    g = random.Random(seed)
+    if len(shape) == 1:
+        return [g.uniform(lo, hi) for _ in range(shape[0])]
+    return [[g.uniform(lo, hi) for _ in range(shape[1])] for _ in range(shape[0])]
+
+
+def t64(rows, grad=False):
+    return torch.tensor(rows, dtype=torch.float64, requires_grad=grad)
+
+
+def pairs_of(chosen, rejected):
+    """[(i, j, chosen_i, rejected_ij)] for rejected given as (N,) or (N, B) nested lists."""
+    out = []
+    for i, c in enumerate(chosen):
+        row = rejected[i] if isinstance(rejected[i], list) else [rejected[i]]
+        out += [(i, j, c, r) for j, r in enumerate(row)]
+    return out
+
+
+def loss_and_metrics(out, fn_name, n=2):
+    """Unpack a loss function's (loss, metrics) or (loss, new_log_u, metrics), checking its shape first."""
+    if not (isinstance(out, tuple) and len(out) == n):
+        what = "(loss, metrics)" if n == 2 else "(loss, new_log_u, metrics)"
+        raise Fail(f"{fn_name} should return a tuple {what}; got {type(out).__name__}"
+                   + (f" of length {len(out)}" if isinstance(out, tuple) else ""))
+    loss, metrics = out[0], out[-1]
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+        raise Fail(f"{fn_name}: the loss should be a 0-d tensor (a scalar), got {type(loss).__name__}"
+                   + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
+    if not isinstance(metrics, dict):
+        raise Fail(f"{fn_name}: metrics should be a dict, got {type(metrics).__name__}")
+    return out
+
+
+def backward(loss, fn_name):
+    if not loss.requires_grad:
+        raise Fail(f"{fn_name}: the loss carries no gradient (an .item(), a .detach(), torch.no_grad or python "
+                   "floats on the way?)")
+    loss.backward()
+
+
+def grad_of(t, what):
+    if t.grad is None:
+        raise Fail(f"{what}: no gradient reached it (it should)")
+    return t.grad
+
+
+def check_metrics(met, want, fn_name, tol=1e-5):
+    for k, v in want.items():
+        expect(k in met, f'{fn_name}: metrics has no "{k}" (it has {sorted(met)})')
+        expect(isinstance(met[k], torch.Tensor) and met[k].dim() == 0 and not met[k].requires_grad,
+               f'{fn_name}: metrics["{k}"] should be a detached 0-d tensor (the trainer all-reduces them), got {met[k]!r}')
+        close(met[k], v, f'metrics["{k}"]', tol)
+
+
+# -----------------------------------------------------------------------------
+# question exercises: an ANSWERS dict in the student's file
+
+
+def answers(m, *args):
+    """The student's answers: a dict ANSWERS, or a function answers(*args) returning one."""
+    a = m.answers(*args) if callable(getattr(m, "answers", None)) else getattr(m, "ANSWERS", None)
+    if not isinstance(a, dict):
+        raise Fail("your file should define a dict ANSWERS = {...} (or a function answers(...) returning one)")
+    return a
+
+
+def get(a, key):
+    """ANSWERS[key]; an empty answer means the exercise is not done yet (reported as unsolved)."""
+    if a.get(key) is None:
+        raise NotImplementedError(f'ANSWERS["{key}"] is not filled in yet')
+    return a[key]
+
+
+def number(a, key):
+    v = get(a, key)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise Fail(f'ANSWERS["{key}"] should be a number, got {v!r}') from None
+
+
+def word(v):
+    return str(v).strip().lower().strip("().'\"")
+
+
+def digest(exercise, key, value):
+    """The stored form of a multiple-choice answer: the answer key itself is not kept in the checker."""
+    return hashlib.sha256(f"nanodft:{exercise}:{key}:{word(value)}".encode()).hexdigest()[:16]
+
+
+def choice(a, exercise, key, options, sha, hint):
+    """Check a multiple-choice answer against its digest; a wrong one gets a hint, not the answer."""
+    got = word(get(a, key))
+    expect(got in options, f'ANSWERS["{key}"] should be one of {", ".join(repr(o) for o in options)}, got {got!r}')
+    expect(digest(exercise, key, got) == sha, f'ANSWERS["{key}"] = {got!r} is not it. Hint: {hint}')
+
+
+# -----------------------------------------------------------------------------
+# checks that only make sense once an earlier one passed
+
+
+def gated(state, key):
+    """Decorate a check so that state[key] records "ok", "unsolved" or (failed) nothing."""
+    def deco(fn):
+        def thunk():
+            try:
+                fn()
+            except NotImplementedError:
+                state[key] = "unsolved"
+                raise
+            state[key] = "ok"
+        return thunk
+    return deco
+
+
+def require(state, key, what):
+    """Skip a check unless the check recorded under key passed; what: the advice, e.g. 'make X work'."""
+    if state.get(key) == "unsolved":
+        raise NotImplementedError(f"not run: first {what}")
+    if state.get(key) != "ok":
+        raise NotRun(f"not run: first {what}")
