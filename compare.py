@@ -131,8 +131,6 @@ def estimate_s(args, n_runs, results):
 
 def shared_data(args):
     """The pairs file (when a preference method is planned) and the held-out negatives of val and test."""
-    for path in (args.train_data, args.val_data, args.test_data, args.base_data):
-        arith.ensure_default_file(path)
     base = load_model(args.init)
     sha = weights_sha256(base, args.init)
     out = {}
@@ -228,6 +226,8 @@ def main(argv=None):
     results = load_results(args.results)
     if args.report:
         return report(args, results)
+    for path in (args.train_data, args.val_data, args.test_data, args.base_data):
+        arith.ensure_default_file(path)  # a fresh clone: generate the built-in task
     runs = plan(args, results["chosen_lr"])
     trained = [r for r in runs if not (r[0] == "test" and r[3] == 0 and r[1] in METHODS)]  # seed 0 IS the grid's run
     todo = [r for r in runs if not _done(results, r)]
