@@ -315,7 +315,7 @@ def correctness(model_cfg, args, device):
 
 
 def gpu_suite(args, device):
-    size = "tiny" if args.tiny else "gpt2-medium"
+    size = args.size
     cfg = config_for(size)
     args.seq_len = min(args.seq_len, cfg.block_size)
     torch.manual_seed(args.seed)
@@ -380,7 +380,8 @@ def get_args(argv=None):
     p.add_argument("--suite", default="losses", choices=["losses", "gpu"], help="losses: every loss, sampling and scoring; "
                    "gpu: the comparisons against HF transformers and the correctness checks")
     p.add_argument("--tiny", action="store_true", help="gpu suite: the tiny model instead of gpt2-medium (a CPU smoke run)")
-    p.add_argument("--size", default="gpt2", choices=list(PRESETS), help="losses suite: model preset (random weights)")
+    p.add_argument("--size", default=None, choices=list(PRESETS), help="model preset, random weights (default: gpt2 for "
+                   "the losses suite, gpt2-medium for the gpu suite, tiny with --tiny)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per training / scoring step")
     p.add_argument("--seq-len", type=int, default=512, help="max tokens of a sequence (prompt + response)")
     p.add_argument("--num-negatives", type=int, default=2, help="B: negatives per prompt (all losses but sft)")
@@ -406,7 +407,8 @@ def get_args(argv=None):
     if args.suite == "gpu" and args.tiny:
         args.seq_len, args.sample_new_tokens, args.sample_batch = min(args.seq_len, 64), min(args.sample_new_tokens, 16), min(args.sample_batch, 8)
         args.iters, args.warmup = min(args.iters, 2), min(args.warmup, 1)
-    block = config_for("tiny" if args.tiny else ("gpt2-medium" if args.suite == "gpu" else args.size)).block_size
+    args.size = "tiny" if args.tiny else args.size or ("gpt2-medium" if args.suite == "gpu" else "gpt2")
+    block = config_for(args.size).block_size
     for cond, msg in ((bad, f"--losses: unknown {bad}; choose from {','.join(losses.LOSSES)}"),
                       (not 8 <= args.seq_len <= block, f"--seq-len must be in [8, {block}] (the model's block size)"),
                       (args.batch_size < 1 + args.num_negatives, "--batch-size must be at least 1 + --num-negatives"),

@@ -31,6 +31,7 @@ def setup(device="auto"):
     dev = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if device == "cuda" else device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # before init_process_group, so NCCL binds the right GPU
+        torch.set_float32_matmul_precision("high")  # TF32 for what runs outside bf16 autocast
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return rank, world, dev

@@ -65,7 +65,8 @@ def get_args(argv=None):
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to compare")
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), help="DFT ablations "
                    "(need dft among --methods)")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-5, 1e-4, 3e-4], help="lr grid of the likelihood methods")
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4], help="lr grid of the likelihood methods "
+                   "(control, sft, dft, dft2)")
     p.add_argument("--pref-lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4], help="lr grid of dpo, asft, sft>*")
     p.add_argument("--seeds", type=int, default=3, help="seeds at the chosen lr (seed 0 is the grid's run)")
     p.add_argument("--init", default=DEFAULT_INIT, help="the starting model of every method")
@@ -81,6 +82,7 @@ def get_args(argv=None):
     p.add_argument("--report", action="store_true", help="print the tables and write the plot from results.json, train nothing")
     p.add_argument("--results", default=None, help="results.json to read or write (default: OUT/results.json)")
     p.add_argument("--plot", default="docs/curves.png", help="the training-curves PNG --report writes (needs matplotlib)")
+    p.add_argument("--readme", default="README.md", help="the file whose results block --report rewrites")
     args = p.parse_args(argv)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -326,15 +328,15 @@ MARK = ("<!-- results: start (python compare.py --report --results docs/results.
         "<!-- results: end -->")
 
 
-def report(args, results, readme="README.md"):
+def report(args, results):
     """Print the tables; rewrite the README block between the MARK lines; write the training-curves plot."""
     text = tables(results)
     print(text)
-    if os.path.exists(readme):
-        doc = open(readme).read()
+    if os.path.exists(args.readme):
+        doc = open(args.readme).read()
         if MARK[0] in doc and MARK[1] in doc:
             a, b = doc.index(MARK[0]) + len(MARK[0]), doc.index(MARK[1])
-            with atomic_path(readme) as tmp, open(tmp, "w") as f:
+            with atomic_path(args.readme) as tmp, open(tmp, "w") as f:
                 f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
     runs = {m: run_dir(args, m, lr, 0) for m, lr in results["chosen_lr"].items()}
     plot_curves({m: d for m, d in runs.items() if os.path.exists(os.path.join(d, "metrics.jsonl"))}, args.plot)

@@ -64,7 +64,7 @@ from data.hh_rlhf import NEG_PREFIX
 from data.tokenizer import get_tokenizer
 from eval import MAX_NEW_TOKENS, evaluate, format_table, score, write_json
 from model import DEFAULT_INIT, PRESETS, load_model, model_flops, peak_flops, weights_sha256
-from sample import (NegativeSettings, check_settings, file_sha256, get_negatives, keep_wrong, negative_shares,
+from sample import (NegativeSettings, check_settings, file_sha256, get_negatives, has_checker, keep_wrong, negative_shares,
                     negatives_path)
 
 FILTER_POOL = 4  # --neg-filter wrong samples this many times more negatives, then keeps wrong ones
@@ -88,9 +88,10 @@ def get_args(argv=None):
     g.add_argument("--out-dir", default=None, help="run directory (default: out/<loss>)")
     g = p.add_argument_group("loss hyperparameters (docs/ALGORITHMS.md; each loss reads its own)")
     for name, users in hparam_flags().items():
-        h = users[0][1]
-        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=f"{h.help} (default: " +
-                       ", ".join(f"{d.default} for {loss}" for loss, d in users) + ")")
+        helps = list(dict.fromkeys(h.help for _, h in users))  # one text, or one per loss when they differ
+        text = helps[0] if len(helps) == 1 else "; ".join(f"{loss}: {h.help}" for loss, h in users)
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=f"{text} (default: " +
+                       ", ".join(f"{h.default} for {loss}" for loss, h in users) + ")")
     g = p.add_argument_group("negatives (sampled once from the starting model, cached in --negatives-dir)")
     g.add_argument("--negatives", default=None, help="negatives file from sample.py, or where to sample them (default: "
                    "a file in --negatives-dir named after the data, the weights and every sampling setting)")
@@ -110,7 +111,8 @@ def get_args(argv=None):
     g.add_argument("--epochs", type=int, default=2, help="passes over the data (each with fresh negatives)")
     g.add_argument("--batch-size", type=int, default=32, help="prompts per optimizer step, over all ranks")
     g.add_argument("--micro-batch-size", type=int, default=8, help="prompts per forward pass on one rank")
-    g.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
+    g.add_argument("--lr", type=float, default=3e-5, help="peak learning rate (AdamW); the default is what the "
+                   "validation split chose for SFT and DFT on the built-in task (README, Results)")
     g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warmup, then cosine decay to 0")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, on matrices only")
     g.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"), help="AdamW betas "
@@ -185,7 +187,7 @@ def check_args(a):
             if a.loss not in [loss for loss, _ in users]:
                 raise ValueError(f"--{name.replace('_', '-')} is a hyperparameter of {', '.join(l for l, _ in users)}, "
                                  f"not of {a.loss}")
-            users[0][1].check(f"--{name.replace('_', '-')}", v)
+            dict(users)[a.loss].check(f"--{name.replace('_', '-')}", v)  # this loss's own range
     check_settings(a.neg_temperature, a.neg_top_k, a.neg_top_p)
     a.out_dir = a.out_dir or os.path.join("out", a.loss)
 
@@ -305,6 +307,9 @@ def neg_settings(args, records, block_size, max_prompt_len):
     spec, kind = losses.LOSSES[args.loss], "pref" if "rejected" in records[0] else "sft"
     if not spec.needs_negatives or (kind == "pref" and spec.pairs_with_rejected):
         return None
+    if args.neg_filter == "wrong" and not has_checker(records):
+        raise ValueError(f"--neg-filter wrong needs checkable answers: every response of {args.data} must end in "
+                         "'The answer is N' (the built-in task, GSM8K)")
     chat = all(r["prompt"].startswith("\n\nHuman:") for r in records)
     builtin = os.path.abspath(args.data) == os.path.abspath(arith.DEFAULT_TRAIN)
     return NegativeSettings(
@@ -535,8 +540,10 @@ def train(model, data, args, ident, hparams, ckpt, rank, world, device, amp):
            + f" ({G // world // args.micro_batch_size} micro-batches of {args.micro_batch_size} per rank); {args.loss} {hparams}")
     term = []
     signal.signal(signal.SIGTERM, lambda *_: term.append(True))
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None  # MFU only where known
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     t_start, first = time.time(), step
+    run = dict(data=data, model=model, peak=peak, out_dir=args.out_dir, log_u=log_u if spec.stateful else None,
+               stop_at=stop_at, t_start=t_start, first=first, rank=rank, world=world)  # what a log line reads
     while step < stop_at:
         epoch, s = divmod(step, steps_per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
@@ -552,7 +559,7 @@ def train(model, data, args, ident, hparams, ckpt, rank, world, device, amp):
                  (f"this run's last checkpoint is {args.out_dir}/last (step {saved})" if saved else "this run saved no checkpoint"))
         step += 1
         if step % args.log_every == 0 or step == stop_at:
-            log_step(sums, gnorm, step, stop_at, epoch, lr, time.time() - t0, t_start, first, prompts, data, model, peak, args, log_u, rank, world)
+            log_step(sums, gnorm, prompts, epoch, step, lr, time.time() - t0, run)
         stop = bool(all_sum({"term": float(bool(term))})["term"]) if world > 1 else bool(term)
         if (step % save_every == 0 or stop) and step < stop_at:
             checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
@@ -580,23 +587,21 @@ def checkpoint(out_dir, model, opt, log_u, step, ident, rank):
         dist.barrier()
 
 
-def log_step(sums, gnorm, step, stop_at, epoch, lr, dt, t_start, first, prompts, data, model, peak, args, log_u, rank, world):
+def log_step(sums, gnorm, prompts, epoch, step, lr, dt, run):
     """Sum the step's metrics over ranks (one all-reduce), print one line, append it to metrics.jsonl."""
-    n_tok = sum(len(data.pos[i][0]) - 1 + sum(len(s[0]) - 1 for s in data.negs[i][data.cols(epoch)]) for i in prompts)
-    tot = all_sum(sums)
-    row = {k: v.item() / len(prompts) for k, v in tot.items()}
-    row.update(step=step, epoch=epoch, lr=lr, grad_norm=gnorm.item(), tok_per_s=n_tok / dt)
-    if peak:
-        seqs = [data.pos[i] for i in prompts] + [s for i in prompts for s in data.negs[i][data.cols(epoch)]]
-        row["mfu"] = model_flops(model.config, model.num_params(), seqs) / dt / (peak * world)
-    if losses.LOSSES[args.loss].stateful:
-        row["log_u/table_mean"] = log_u.mean().item()
-    eta = (time.time() - t_start) / (step - first) * (stop_at - step)
-    print0(f"step {step:4d}/{stop_at} | loss {row['loss']:.4f} | "
+    seqs = [s for i in prompts for s in [run["data"].pos[i]] + run["data"].negs[i][run["data"].cols(epoch)]]
+    row = {k: v.item() / len(prompts) for k, v in all_sum(sums).items()}
+    row.update(step=step, epoch=epoch, lr=lr, grad_norm=gnorm.item(), tok_per_s=sum(len(ids) - 1 for ids, _ in seqs) / dt)
+    if run["peak"]:  # MFU only where the GPU's bf16 peak is known
+        row["mfu"] = model_flops(run["model"].config, run["model"].num_params(), seqs) / dt / (run["peak"] * run["world"])
+    if run["log_u"] is not None:
+        row["log_u/table_mean"] = run["log_u"].mean().item()
+    eta = (time.time() - run["t_start"]) / (step - run["first"]) * (run["stop_at"] - step)
+    print0(f"step {step:4d}/{run['stop_at']} | loss {row['loss']:.4f} | "
            + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("loss", "step", "epoch", "lr", "tok_per_s"))
            + f" | lr {lr:.2e} | {row['tok_per_s']:.0f} tok/s | eta {eta:.0f}s")
-    if rank == 0:
-        append_metrics(args.out_dir, row)
+    if run["rank"] == 0:
+        append_metrics(run["out_dir"], row)
 
 
 def load_eval_json(run_dir):

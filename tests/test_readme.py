@@ -14,8 +14,8 @@ README = open(os.path.join(ROOT, "README.md")).read()
 # commands that fetch weights or datasets (or need a GPU to be worth running): not run by the tests;
 # the README's "real weights and real data" section says so, and tests/test_datasets.py and
 # tests/test_model.py run the same code against a local HTTP server
-NEEDS_NETWORK = ("data.hh_rlhf", "data.gsm8k", "data.metamathqa", "--init gpt2", "$HH", "$G", "HH=", "G=",
-                 "bench.py --size gpt2")  # the last: needs a GPU
+NEEDS_NETWORK = ("data.hh_rlhf", "data.gsm8k", "data.metamathqa", "--init gpt2", "$HH", "$G", "HH=", "G=")
+NEEDS_GPU = ("python bench.py --suite gpu",)  # tests/test_bench.py runs the same suite on the CPU at a tiny size
 
 
 def readme_commands():
@@ -39,25 +39,30 @@ def run(cmd, tmp_path, timeout=600):
 PIP = "pip install -r requirements.txt && "
 QUICK_DFT = PIP + "torchrun --standalone --nproc_per_node=1 train.py --loss dft"
 QUICK_TESTS = "pip install -r requirements.txt pytest && python -m pytest -q tests"
-BASE = ("python train.py --loss sft --init scratch --size nano --data data/arith/base.jsonl --epochs 1 --batch-size 64 "
-        "--micro-batch-size 64 --lr 2e-3 --weight-decay 0.1 --no-eval --max-steps 1000 --save-dtype bfloat16 --out-dir out/base")
+BASE = ("OMP_NUM_THREADS=1 python train.py --loss sft --init scratch --size nano --data data/arith/base.jsonl "
+        "--max-examples 51200 --epochs 1 --batch-size 64 --micro-batch-size 64 --lr 2e-3 --weight-decay 0.1 "
+        "--adam-betas 0.9 0.95 --no-eval --save-dtype bfloat16 --out-dir out/base")
+SAMPLE = "python sample.py --prompt $'Question: Mia has 7 apples. She buys 5 more. How many apples does Mia have now?\\nAnswer:' --num 3"
+BENCH = "python bench.py --size nano --seq-len 128 --batch-size 16 --iters 5 --sample-batch-sizes 64 --sample-new-tokens 64"
+NEG = " --negatives-dir {tmp}/negs"  # sampled negatives go to the test's directory, not the repository's out/
 
 # README command -> (shortest form to run, text its output must contain); {tmp} is a fresh directory
 SHORTEST = {
-    QUICK_DFT: ("torchrun --standalone --nproc_per_node=1 train.py --loss dft --max-steps 2 --eval-max 8 --out-dir {tmp}/dft",
-                "after dft"),
+    QUICK_DFT: ("torchrun --standalone --nproc_per_node=1 train.py --loss dft --max-examples 64 --max-steps 2 "
+                "--eval-max-examples 8 --out-dir {tmp}/dft" + NEG, "after dft"),
     "python train.py --help": ("python train.py --help", "--neg-prefix"),
     "python -m data.arith --out data/arith": ("python -m data.arith --out {tmp}/arith --n-base 10", "train.jsonl"),
-    BASE: (BASE.replace("--max-steps 1000", "--max-steps 2").replace("out/base", "{tmp}/base"), "done: 2 steps"),
-    "cp out/base/last/model.safetensors out/base/last/config.json data/base/": None,  # would overwrite the shipped base
-    "python eval.py --compare sft dft dft2 asft dpo": (
-        "python eval.py --compare sft --train-args '--max-steps 1' --max-examples 4 --compare-out {tmp}/cmp", "held-out"),
-    "python model.py --init data/base": ("python model.py --init data/base --tokens 4", "7.3M parameters"),
-    "python sample.py --prompt $'Question: Mia has 7 apples. She buys 5 more. How many apples does Mia have now?\\nAnswer:' --num 3":
-        ("python sample.py --prompt $'Question: Mia has 7 apples.\\nAnswer:' --num 2 --max-new-tokens 8", "Mia"),
-    "python bench.py --size nano --seq-len 128 --batch-size 16 --iters 5 --sample-batch-sizes 64 --sample-new-tokens 64":
-        ("python bench.py --size tiny --seq-len 64 --batch-size 4 --iters 1 --warmup 1 --losses sft --sample-batch-sizes 4 "
-         "--sample-new-tokens 4", "train sft"),
+    BASE: (BASE.replace("--max-examples 51200", "--max-examples 256").replace("out/base", "{tmp}/base"), "done: 4 steps"),
+    "python model.py": ("python model.py --max-new-tokens 8", "7.3M parameters"),
+    SAMPLE: ("python sample.py --prompt $'Question: Mia has 7 apples.\\nAnswer:' --num 2 --max-new-tokens 8", "Mia"),
+    "python eval.py --data data/arith/val.jsonl": ("python eval.py --data data/arith/val.jsonl --max-examples 4", "exact_match"),
+    "python compare.py --plan": ("python compare.py --plan --methods sft dft --ablations --lrs 1e-4 --seeds 1 --out {tmp}/cmp", "plan: 2 training runs"),
+    "python compare.py": None,  # the hours-long protocol: tests/test_compare.py runs it on a tiny configuration
+    "python compare.py --report --results docs/results.json": (
+        "python compare.py --report --results docs/results.json --plot {tmp}/curves.png --readme {tmp}/README.md", "| method |"),
+    BENCH: ("python bench.py --size tiny --seq-len 64 --batch-size 4 --iters 1 --warmup 1 --losses sft --sample-batch-sizes 4 "
+            "--sample-new-tokens 4", "train sft"),
+    "python bench.py --suite gpu --device cpu --tiny": None,  # tests/test_bench.py runs it
     "python -m exercises.check --list": ("python -m exercises.check --list", "dpo"),
 }
 
@@ -65,7 +70,8 @@ SHORTEST = {
 def test_every_readme_command_is_covered():
     cmds = readme_commands()
     assert QUICK_DFT in cmds and QUICK_TESTS in cmds
-    missing = [c for c in cmds if c not in SHORTEST and c != QUICK_TESTS and not any(m in c for m in NEEDS_NETWORK)]
+    missing = [c for c in cmds if c not in SHORTEST and c != QUICK_TESTS and c not in NEEDS_GPU
+               and not any(m in c for m in NEEDS_NETWORK)]
     assert not missing, f"README commands with no test (add them to SHORTEST in {__file__}): {missing}"
     stale = [c for c in SHORTEST if c not in cmds]
     assert not stale, f"SHORTEST names commands the README no longer has: {stale}"
@@ -90,8 +96,17 @@ def test_line_pointers_into_losses_py():
     for a, b, name in found:
         a, b = int(a), int(b)
         assert src[a - 1].startswith(f"def {name}("), (name, a, src[a - 1])
-        nxt = [i for i in range(a, len(src)) if src[i].startswith(("def ", "class ", "@", "# ", "LOSSES", "_A_MAX"))]
+        nxt = [i for i in range(a, len(src)) if src[i] and not src[i][0].isspace() and not src[i].startswith(")")]
         end = (nxt[0] if nxt else len(src))
         while not src[end - 1].strip():
             end -= 1
         assert b == end, (name, b, end)
+
+
+def test_readme_results_block_is_the_report_of_docs_results_json():
+    """The tables between the results markers are exactly what compare.py --report makes of docs/results.json."""
+    import json
+    import compare
+    start, end = README.index(compare.MARK[0]) + len(compare.MARK[0]), README.index(compare.MARK[1])
+    results = json.load(open(os.path.join(ROOT, "docs", "results.json")))
+    assert README[start:end].strip() == compare.tables(results).strip()

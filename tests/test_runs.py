@@ -163,9 +163,9 @@ def _init(d, init, tmp_path):
 
 
 def _cmd(d, out, *extra):
-    """A DFT run of 12 steps (6 epochs of 2), a checkpoint every step, its negatives sampled into a cache
+    """A DFT run of 8 steps (4 epochs of 2), a checkpoint every step, its negatives sampled into a cache
     beside the run (shared by the runs of one test)."""
-    a = argv(d, "dft", out, "--epochs", "6", "--save-every", "1", "--negatives-dir", str(out.parent / "negs"), *extra)
+    a = argv(d, "dft", out, "--epochs", "4", "--save-every", "1", "--negatives-dir", str(out.parent / "negs"), *extra)
     i = a.index("--negatives")
     return [sys.executable, "train.py"] + a[:i] + a[i + 2:]
 
@@ -195,7 +195,7 @@ def test_kill_9_then_resume_is_bit_identical(setup, tmp_path, dtype):
     ref = subprocess.run(_cmd(d, tmp_path / "full", "--save-dtype", dtype), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "run"
-    p, _, err = _run_until(_cmd(d, run, "--save-dtype", dtype), run / "metrics.jsonl", 4, signal.SIGKILL)
+    p, _, err = _run_until(_cmd(d, run, "--save-dtype", dtype), run / "metrics.jsonl", 3, signal.SIGKILL)
     assert p.returncode == -9 and not (run / "final").exists(), "the run finished before it could be killed"
     r = subprocess.run(_cmd(d, run, "--save-dtype", dtype, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -203,7 +203,7 @@ def test_kill_9_then_resume_is_bit_identical(setup, tmp_path, dtype):
     assert all(torch.equal(a[k], b[k]) for k in a) and str(next(iter(b.values())).dtype) == f"torch.{dtype}"
     assert next(iter(load_file(run / "last" / "model.safetensors").values())).dtype == torch.float32  # exact state
     steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
-    assert steps == list(range(1, 13)), steps  # every step once, in order
+    assert steps == list(range(1, 9)), steps  # every step once, in order
 
 
 def test_sigterm_saves_and_exits_cleanly(setup, tmp_path):

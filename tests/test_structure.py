@@ -66,7 +66,8 @@ def test_no_loss_name_is_compared_outside_losses_py():
 
 def test_no_tracked_file_names_a_machine_path():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    bad = re.compile(r"/" + r"work/|\.\./shared|/root/|/home/|/tmp/pytest")
+    # the patterns are built in pieces, so this file does not match itself
+    bad = re.compile("|".join(["/" + "work/", r"\.\./" + "shared", "/" + "root/", "/" + "home/", "/tmp/" + "pytest"]))
     hits = []
     for f in files:
         if f.endswith((".py", ".md", ".txt", ".json", "run", ".cfg", ".toml")):

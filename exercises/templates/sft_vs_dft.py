@@ -1,5 +1,5 @@
 """Your answers to exercise sft_vs_dft (questions: exercises/README.md), after the three runs:
-    python train.py --loss sft --max-examples 256 --epochs 1 --eval-max-examples 200 --log-every 1 --seed 0 --out-dir out/sft_vs_dft/sft
+    python train.py --loss sft --max-examples 256 --epochs 1 --lr 1e-4 --eval-max-examples 200 --log-every 1 --seed 0 --out-dir out/sft_vs_dft/sft
     python train.py --loss dft ... --out-dir out/sft_vs_dft/dft
     python train.py --loss dpo ... --out-dir out/sft_vs_dft/dpo
 Check them with  python -m exercises.check sft_vs_dft --impl THIS_FILE  (add --runs DIR if your runs are not in
