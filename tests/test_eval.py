@@ -3,7 +3,6 @@ do not change the numbers, preference accuracy and exact match on hand-made case
 one side-by-side table (+ JSON) for several checkpoints."""
 import json
 import math
-import os
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ A new command in the README without an entry below fails test_every_readme_comma
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
