@@ -25,13 +25,15 @@ The gpu suite: (1) a DFT training step on gpt2-medium shapes (16 prompts x 3 seq
 tokens) against HF's GPT2LMHeadModel training step on the same sequences; (2) sampling at batch 64,
 top-k 50, the same new tokens, against HF generate(); (3) scoring against an HF forward pass; (4) the
 padding fraction of train.py's micro-batches on the built-in task's lengths and on GSM8K-like lengths;
-(5) correctness: 20 bf16 training steps track fp32, the compiled model's logits match eager, and 2 ranks
-equal 1 under nccl when there are 2 GPUs. HF transformers is optional (pip install transformers): without
+(5) correctness: 20 bf16 training steps track fp32, the compiled model's logits match eager, and, when there are 2 GPUs,
+2 ranks equal 1 under nccl (tests/test_train.py's DDP tests). HF transformers is optional (pip install transformers): without
 it the comparisons say so and the rest runs.
 """
+import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -309,8 +311,12 @@ def correctness(model_cfg, args, device):
     except Exception as e:  # no compiler on this machine: say so, do not hide it
         checks["compiled logits match eager"] = (None, f"skipped: torch.compile failed here ({type(e).__name__})")
     n_gpu = torch.cuda.device_count() if device.type == "cuda" else 0
-    checks["nccl: 2 ranks equal 1"] = (None, "skipped: needs 2 GPUs (tests/test_train.py checks 2 gloo ranks = 1 on the CPU)"
-                                       if n_gpu < 2 else "run: torchrun --nproc_per_node=2 -m pytest tests/test_train.py -k ddp")
+    if n_gpu < 2:
+        checks["nccl: 2 ranks equal 1"] = (None, "skipped: needs 2 GPUs (tests/test_train.py checks 2 gloo ranks = 1 on the CPU)")
+    else:  # the DDP tests start their own 2 ranks, on cuda:0 and cuda:1 (nccl) when there are 2 GPUs
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_train.py", "-k", "ddp"], capture_output=True,
+                           text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        checks["nccl: 2 ranks equal 1"] = (r.returncode == 0, (r.stdout.strip().splitlines() or ["no output"])[-1])
     return checks, curves
 
 

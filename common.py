@@ -167,4 +167,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         if action.default is None or isinstance(action.default, bool) or "default:" in (action.help or ""):
             return action.help
+        if action.default == "":
+            return f"{action.help} (default: none)"
         return super()._get_help_string(action)

@@ -55,7 +55,7 @@ PRESETS = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
     # small configurations, trained from scratch (--init scratch --size nano)
-    "nano": dict(n_layer=4, n_head=2, n_embd=128, block_size=256),  # the CPU default base, ~7.2M
+    "nano": dict(n_layer=4, n_head=2, n_embd=128, block_size=256),  # the CPU default base, ~7.3M
     "tiny": dict(n_layer=2, n_head=2, n_embd=32, block_size=128),  # for tests, ~1.6M
 }
 HUB_PRESETS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")

@@ -19,7 +19,7 @@ sampled from the base model (temperature 0.7, top_k 50, top_p 1.0); epoch e uses
 sample_negatives' signature, the file's header, and (hashed) the name of train.py's cache file.
 
     python sample.py --negatives --data data/arith/train.jsonl --out out/negatives/arith.jsonl --max-new-tokens 64
-    torchrun --standalone --nproc_per_node=2 sample.py --negatives --data data/arith/train.jsonl --out ...
+    torchrun --standalone --nproc_per_node=2 sample.py --negatives --data data/arith/train.jsonl --out out/negatives/arith2.jsonl --max-new-tokens 64
     python -m pytest -q tests/test_sample.py
 
 The negatives file (JSONL) starts with {"meta": {...}}: the settings, data path and data_sha256,
@@ -529,6 +529,7 @@ def main(argv=None):
     rank, world, device = setup(args.device)
     model = load_model(args.init, device, args.size, args.seed).eval()
     if args.negatives:
+        arith.ensure_default_file(args.data)  # a fresh clone: generate the built-in task
         _, records = load_jsonl(args.data)
         settings = NegativeSettings(B=args.num_negatives, epochs=args.epochs, max_new_tokens=args.max_new_tokens,
                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

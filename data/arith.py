@@ -22,7 +22,7 @@ Grading: extract_answer() takes the integer in the LAST "The answer is N" of a t
 compares it with the gold response's (a missing answer is always wrong).
 
     python -m data.arith --out data/arith                    # writes base/train/val/test.jsonl
-    python -m data.arith --out /tmp/arith --n-base 1000 --seed 1
+    python -m data.arith --out out/arith-small --n-base 1000 --seed 1
     python -m pytest -q tests/test_arith.py
 """
 import json

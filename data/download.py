@@ -19,7 +19,7 @@ Environment variables (read at call time, so tests can point them at 127.0.0.1):
   NANODFT_HF_BASE          model/dataset hub base URL    (default https://huggingface.co)
   NANODFT_GITHUB_RAW_BASE  raw GitHub file base URL      (default https://raw.githubusercontent.com)
 
-    python -m data.download https://huggingface.co/openai-community/gpt2/resolve/main/config.json /tmp/config.json
+    python -m data.download https://huggingface.co/openai-community/gpt2/resolve/main/config.json out/config.json
     python -c "from data.download import *; print(download(hf_url('model', 'openai-community/gpt2', 'config.json'), cache_dir('models', 'gpt2') + '/config.json'))"
     python -m pytest -q tests/test_download.py
 """

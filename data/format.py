@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 
 from common import ArgumentParser, run_main
+from data import arith
 from data.tokenizer import EOT, get_tokenizer
 
 FIELDS = {"sft": ("prompt", "response"), "pref": ("prompt", "chosen", "rejected")}
@@ -259,6 +260,7 @@ def main():
     p.add_argument("--max-len", type=int, default=256, help=MAX_LEN_HELP)
     p.add_argument("--max-prompt-len", type=int, default=128, help=MAX_PROMPT_LEN_HELP)
     args = p.parse_args()
+    arith.ensure_default_file(args.path)  # a fresh clone: generate the built-in task
     kind, records = load_jsonl(args.path, args.kind)
     tok = get_tokenizer()
     print(f"{args.path}: {len(records)} {kind}-style records")

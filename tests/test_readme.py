@@ -109,3 +109,18 @@ def test_readme_results_block_is_the_report_of_docs_results_json():
     start, end = README.index(compare.MARK[0]) + len(compare.MARK[0]), README.index(compare.MARK[1])
     results = json.load(open(os.path.join(ROOT, "docs", "results.json")))
     assert README[start:end].strip() == compare.tables(results).strip()
+
+
+CORE = ("common.py", "model.py", "losses.py", "sample.py", "eval.py", "train.py", "data/format.py", "data/tokenizer.py")
+
+
+def test_readme_line_counts_are_the_real_ones():
+    """'About N lines ... M with ...': both within 5% of what wc -l counts today."""
+    import glob
+    m = re.search(r"About ([\d,]+) lines of plain PyTorch for the core.*?([\d,]+) with the experiment driver", README, re.S)
+    assert m, "the README's line-count sentence is missing"
+    core = sum(len(open(os.path.join(ROOT, f)).readlines()) for f in CORE)
+    files = glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "data", "*.py"))
+    total = sum(len(open(f).readlines()) for f in files)
+    for claimed, real in ((m.group(1), core), (m.group(2), total)):
+        assert abs(int(claimed.replace(",", "")) - real) <= 0.05 * real, (claimed, real)
