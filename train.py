@@ -539,35 +539,38 @@ def train(model, data, args, ident, hparams, ckpt, rank, world, device, amp):
     print0(f"training: {args.epochs} epochs x {steps_per_epoch} steps of {G} prompts" + (f" (the last {n % G})" if n % G else "")
            + f" ({G // world // args.micro_batch_size} micro-batches of {args.micro_batch_size} per rank); {args.loss} {hparams}")
     term = []
-    signal.signal(signal.SIGTERM, lambda *_: term.append(True))
+    prev_handler = signal.signal(signal.SIGTERM, lambda *_: term.append(True))  # restored when the loop ends
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     t_start, first = time.time(), step
     run = dict(data=data, model=model, peak=peak, out_dir=args.out_dir, log_u=log_u if spec.stateful else None,
                stop_at=stop_at, t_start=t_start, first=first, rank=rank, world=world)  # what a log line reads
-    while step < stop_at:
-        epoch, s = divmod(step, steps_per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        prompts = order[s * G:(s + 1) * G].tolist()
-        lr = lr_at(step, total, args.lr, args.warmup)
-        for gr in opt.param_groups:
-            gr["lr"] = lr
-        t0 = time.time()
-        sums, gnorm = train_step(fwd, params, opt, prompts, data, log_u, epoch, cfg)
-        if not (torch.isfinite(torch.as_tensor(sums["loss"])) and torch.isfinite(gnorm)):
-            what = "gradient norm" if torch.isfinite(torch.as_tensor(sums["loss"])) else "loss"
-            fail(f"non-finite {what} at step {step + 1}; the weights were not updated; " +
-                 (f"this run's last checkpoint is {args.out_dir}/last (step {saved})" if saved else "this run saved no checkpoint"))
-        step += 1
-        if step % args.log_every == 0 or step == stop_at:
-            log_step(sums, gnorm, prompts, epoch, step, lr, time.time() - t0, run)
-        stop = bool(all_sum({"term": float(bool(term))})["term"]) if world > 1 else bool(term)
-        if (step % save_every == 0 or stop) and step < stop_at:
-            checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
-            saved = step
-        if stop:
-            print0(f"SIGTERM: saved {args.out_dir}/last at step {step}; continue with --resume --out-dir {args.out_dir}")
-            teardown()
-            raise SystemExit(143)
+    try:  # a later SIGTERM (say, while compare.py scores this model) must not land in this run's flag
+        while step < stop_at:
+            epoch, s = divmod(step, steps_per_epoch)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+            prompts = order[s * G:(s + 1) * G].tolist()
+            lr = lr_at(step, total, args.lr, args.warmup)
+            for gr in opt.param_groups:
+                gr["lr"] = lr
+            t0 = time.time()
+            sums, gnorm = train_step(fwd, params, opt, prompts, data, log_u, epoch, cfg)
+            if not (torch.isfinite(torch.as_tensor(sums["loss"])) and torch.isfinite(gnorm)):
+                what = "gradient norm" if torch.isfinite(torch.as_tensor(sums["loss"])) else "loss"
+                fail(f"non-finite {what} at step {step + 1}; the weights were not updated; " +
+                     (f"this run's last checkpoint is {args.out_dir}/last (step {saved})" if saved else "this run saved no checkpoint"))
+            step += 1
+            if step % args.log_every == 0 or step == stop_at:
+                log_step(sums, gnorm, prompts, epoch, step, lr, time.time() - t0, run)
+            stop = bool(all_sum({"term": float(bool(term))})["term"]) if world > 1 else bool(term)
+            if (step % save_every == 0 or stop) and step < stop_at:
+                checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
+                saved = step
+            if stop:
+                print0(f"SIGTERM: saved {args.out_dir}/last at step {step}; continue with --resume --out-dir {args.out_dir}")
+                teardown()
+                raise SystemExit(143)
+    finally:
+        signal.signal(signal.SIGTERM, prev_handler)
     if step > first or not os.path.exists(os.path.join(args.out_dir, "last")):
         checkpoint(args.out_dir, model, opt, log_u, step, ident, rank)
     if step == total and rank == 0:

@@ -216,3 +216,12 @@ def test_sigterm_saves_and_exits_cleanly(setup, tmp_path):
     assert f"at step {step};" in out and not (run / "final").exists()
     r = subprocess.run(_cmd(d, run, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert r.returncode == 0 and (run / "final").exists(), r.stderr
+
+
+def test_sigterm_handler_is_restored_after_training(setup, tmp_path):
+    """compare.py calls train.main in-process, then scores the model: a SIGTERM in between must reach the
+    process's own handler, not a finished run's flag (where it would be silently ignored)."""
+    d = setup
+    before = signal.getsignal(signal.SIGTERM)
+    train.main(argv(d, "sft", tmp_path / "run", "--max-steps", "1"))
+    assert signal.getsignal(signal.SIGTERM) is before
