@@ -112,7 +112,7 @@ def get_args(argv=None):
     g.add_argument("--batch-size", type=int, default=32, help="prompts per optimizer step, over all ranks")
     g.add_argument("--micro-batch-size", type=int, default=8, help="prompts per forward pass on one rank")
     g.add_argument("--lr", type=float, default=3e-5, help="peak learning rate (AdamW); the default is what the "
-                   "validation split chose for SFT and DFT on the built-in task (README, Results)")
+                   "validation split chose for SFT on the built-in task (each method's own choice: README, Results)")
     g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear warmup, then cosine decay to 0")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, on matrices only")
     g.add_argument("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"), help="AdamW betas "
