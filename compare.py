@@ -308,12 +308,13 @@ def tables(results):
     abl = [m for m in ABLATIONS if any(r["method"] == m for r in R["runs"].values())]
     if abl and "dft" in chosen:
         out += ["", "| DFT variant | exact match % | nll/token | train negatives correct % | identical % | "
-                "logp/neg | pref_acc/wrong % |", "|---" * 7 + "|"]
+                "logp/pos | logp/neg | pref_acc/wrong % |", "|---" * 8 + "|"]
         for m in ["dft"] + abl:
             neg = [r.get("train_negatives", {}) for r in R["runs"].values() if r["method"] == m and r["lr"] == chosen["dft"] and "test" in r]
             share = lambda k: _fmt((statistics.mean(n[k] for n in neg), 0.0, 1), True) if neg and all(k in n for n in neg) else "-"  # noqa: E731
             out.append(f"| {m} | " + " | ".join([_fmt(_stats(R, m, chosen['dft'], 'exact_match'), True),
                                                  _fmt(_stats(R, m, chosen['dft'], 'nll')), share("neg/correct"), share("neg/identical"),
+                                                 _fmt(_stats(R, m, chosen['dft'], 'logp/pos')),
                                                  _fmt(_stats(R, m, chosen['dft'], 'logp/neg')),
                                                  _fmt(_stats(R, m, chosen['dft'], 'pref_acc/wrong'), True)]) + " |")
     lrs = sorted({r["lr"] for r in R["runs"].values() if r["lr"] is not None and "val" in r})
