@@ -312,11 +312,9 @@ def tables(results):
         for m in ["dft"] + abl:
             neg = [r.get("train_negatives", {}) for r in R["runs"].values() if r["method"] == m and r["lr"] == chosen["dft"] and "test" in r]
             share = lambda k: _fmt((statistics.mean(n[k] for n in neg), 0.0, 1), True) if neg and all(k in n for n in neg) else "-"  # noqa: E731
-            out.append(f"| {m} | " + " | ".join([_fmt(_stats(R, m, chosen['dft'], 'exact_match'), True),
-                                                 _fmt(_stats(R, m, chosen['dft'], 'nll')), share("neg/correct"), share("neg/identical"),
-                                                 _fmt(_stats(R, m, chosen['dft'], 'logp/pos')),
-                                                 _fmt(_stats(R, m, chosen['dft'], 'logp/neg')),
-                                                 _fmt(_stats(R, m, chosen['dft'], 'pref_acc/wrong'), True)]) + " |")
+            st = lambda k, pct=False: _fmt(_stats(R, m, chosen["dft"], k), pct)  # noqa: E731
+            out.append(f"| {m} | " + " | ".join([st("exact_match", True), st("nll"), share("neg/correct"), share("neg/identical"),
+                                                 st("logp/pos"), st("logp/neg"), st("pref_acc/wrong", True)]) + " |")
     lrs = sorted({r["lr"] for r in R["runs"].values() if r["lr"] is not None and "val" in r})
     out += ["", "| validation exact match %, seed 0 | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
     for m in [m for m in METHODS if m in chosen]:
