@@ -2,24 +2,31 @@
 Experiments: train several methods from the same base and compare them the way a claim needs it.
 
     python compare.py --plan        # the runs it would do and a rough time estimate; runs nothing
-    python compare.py               # the whole protocol on the built-in task (resumable: run it again to continue)
-    python compare.py --report      # rebuild the README's tables and docs/curves.png from results.json
+    python compare.py               # the whole protocol on the built-in task (resumable)
+    python compare.py --timing      # each method's cost, one run at a time (for the time column)
+    python compare.py --report      # rebuild the README's tables and docs/curves.png from results
     python compare.py --methods sft dft --lrs 1e-4 --seeds 1 --out out/quick   # a quick look
 
-The protocol. Every method trains from the same starting model on the same 1,000 problems (2 epochs,
-batch 32, cosine schedule), and:
-  1. an lr grid (--lrs; preference methods use --pref-lrs), seed 0, each run scored on the
-     VALIDATION split; the lr with the best validation exact match is chosen (lower nll breaks ties);
-  2. --seeds seeds at the chosen lr, scored on the TEST split: the tables give mean +- sd over them;
-  3. the ablations of DFT (--ablations), at DFT's chosen lr, --seeds seeds each, on the test split:
-     negatives filtered to wrong answers, tau 0.5, B 8, the exact proposal (temperature 1, no top-k),
-     and no negative term at all (train.py --loss nll).
-Every finished run is kept (its final/ and its line in results.json) and skipped when the command is
-run again; an interrupted run resumes from its last checkpoint. One results.json holds every number.
+The protocol. Every method trains from the same starting model on the same fine-tuning set (2
+epochs, batch 32, cosine schedule), and:
+  1. an lr grid on the VALIDATION split, seed 0: the lr with the best validation exact match is
+     chosen (lower nll breaks ties). A choice at an end of the grid is no choice: the grid grows
+     by a half-decade step (x sqrt(10)) past that end, until the best lr has a neighbour on each
+     side (at most --max-extend times);
+  2. seeds at the chosen lr, scored on the TEST split once: --seeds for every method, and
+     --paired-seeds for the methods of --pairs, whose difference is reported seed by seed (the same
+     seed is the same data order);
+  3. DFT's ablations (--ablations) at DFT's chosen lr, --seeds seeds each, on the test split:
+     negatives filtered to wrong answers, tau 0.5, B 8, the exact proposal (temperature 1, no
+     top-k), and no negative term at all (train.py --loss nll).
+Every finished run is kept (its final/ and its line in results.json) and skipped when the command
+runs again; an interrupted run resumes from its checkpoint. One results.json holds every number,
+and it belongs to one setup (the starting weights, the data, --train-args): another setup is
+refused, so old numbers are never reported for a new setup.
 
 The methods (train.py's --loss, with the data each one reads):
   base        the starting model itself (no training)
-  control     SFT on 1,000 problems of the base model's own training split: "more of the same" training
+  control     SFT on as many problems of the base model's own training split: "more of the same"
   sft         likelihood of the answers (a mean over tokens)
   dft, dft2   discriminative fine-tuning with 2 negatives per prompt and epoch sampled from the base
   dpo, asft   from the base, on preference pairs built without labels: chosen = the gold answer,
@@ -27,200 +34,114 @@ The methods (train.py's --loss, with the data each one reads):
   sft>dpo, sft>asft   the same, starting from the SFT model at SFT's chosen lr and the same seed
 """
 import json
+import math
 import os
 import statistics
 import sys
-import time
 
 import torch
 
 import train
-from common import ArgumentParser, atomic_path, print0, run_main
+from common import (ArgumentParser, atomic_path, file_sha256, positive_int, print0, read_json,
+                    run_main, write_json, write_jsonl)
 from data import arith
-from data.download import write_jsonl_atomic
-from data.format import load_jsonl
-from eval import evaluate, write_json
+from data.format import load_jsonl, resolve_lengths
+from eval import EvalSettings, evaluate
 from model import DEFAULT_INIT, load_model, weights_sha256
-from sample import NegativeSettings, get_negatives, negatives_path, preference_pairs
+from negatives import NegativeSettings, get_negatives, negatives_path, origin_of, preference_pairs
 
-METHODS = {  # name: (train.py --loss, data: "train" | "base" | "pairs", starting model: "base" | "sft")
-    "base": (None, None, "base"), "control": ("sft", "base", "base"), "sft": ("sft", "train", "base"),
-    "dft": ("dft", "train", "base"), "dft2": ("dft2", "train", "base"),
-    "dpo": ("dpo", "pairs", "base"), "asft": ("asft", "pairs", "base"),
-    "sft>dpo": ("dpo", "pairs", "sft"), "sft>asft": ("asft", "pairs", "sft"),
-}
+# name: (train.py --loss, data: "train" | "base" | "pairs", starting model: "base" | "sft")
+METHODS = {"base": (None, None, "base"), "control": ("sft", "base", "base"),
+           "sft": ("sft", "train", "base"), "dft": ("dft", "train", "base"),
+           "dft2": ("dft2", "train", "base"), "dpo": ("dpo", "pairs", "base"),
+           "asft": ("asft", "pairs", "base"), "sft>dpo": ("dpo", "pairs", "sft"),
+           "sft>asft": ("asft", "pairs", "sft")}
 PREFERENCE = ("dpo", "asft", "sft>dpo", "sft>asft")
-ABLATIONS = {  # DFT at its chosen lr with one knob changed: (train.py --loss, extra flags)
-    "dft-wrong": ("dft", ["--neg-filter", "wrong"]),                       # negatives: wrong answers only
-    "dft-tau0.5": ("dft", ["--tau", "0.5"]),                               # a sharper softmax than NLL's
-    "dft-B8": ("dft", ["--num-negatives", "8"]),                           # more negatives per prompt and epoch
-    "dft-exact": ("dft", ["--neg-temperature", "1", "--neg-top-k", "0"]),  # the proposal IS the base model
-    "dft-noneg": ("nll", []),                                             # no negative term: the sequence NLL
+# DFT at its chosen lr with one knob changed: (train.py --loss, extra flags)
+ABLATIONS = {
+    "dft-wrong": ("dft", ["--neg-filter", "wrong"]),  # negatives: wrong answers only
+    "dft-tau0.5": ("dft", ["--tau", "0.5"]),  # a sharper softmax than NLL's
+    "dft-B8": ("dft", ["--num-negatives", "8"]),  # more negatives per prompt and epoch
+    "dft-exact": ("dft", ["--neg-temperature", "1", "--neg-top-k", "0"]),  # the proposal IS pi_0
+    "dft-noneg": ("nll", []),  # no negative term: the sequence NLL
 }
-EVAL_NEG = NegativeSettings(B=2, epochs=1, max_new_tokens=64, seed=1234)  # held-out negatives, from the base
+# held-out negatives, sampled from the base: logp/neg, pref_acc and logp/neg/wrong on val and test
+EVAL_NEG = NegativeSettings(B=2, epochs=1, max_new_tokens=64, seed=1234)
+# the flags compare.py sets for each run itself: --train-args may not change them
+OWN_FLAGS = ("--loss", "--lr", "--seed", "--out-dir", "--data", "--init", "--max-examples",
+             "--negatives-dir", "--no-eval", "--resume", "--overwrite", "--max-steps")
+HALF_DECADE = math.sqrt(10)
+# the paper's claims: DFT beats SFT, and is comparable to SFT then DPO
+DEFAULT_PAIRS = ("sft:dft", "sft>dpo:dft")
 
 
 def get_args(argv=None):
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to compare")
-    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), help="DFT ablations "
-                   "(need dft among --methods)")
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4], help="lr grid of the likelihood methods "
-                   "(control, sft, dft, dft2)")
-    p.add_argument("--pref-lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4], help="lr grid of dpo, asft, sft>*")
-    p.add_argument("--seeds", type=int, default=3, help="seeds at the chosen lr (seed 0 is the grid's run)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                   help="methods to compare")
+    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
+                   help="DFT ablations (need dft among --methods)")
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 10**-4.5, 1e-4, 10**-3.5],
+                   help="the starting lr grid of every method (half-decade steps); it grows at an "
+                   "end that wins")
+    p.add_argument("--max-extend", type=int, default=3, help="how often a grid may grow")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds at the chosen lr")
+    p.add_argument("--pairs", nargs="*", default=None, metavar="A:B",
+                   help="comparisons reported seed by seed (B - A); their methods get "
+                   "--paired-seeds (default: sft:dft and sft>dpo:dft, those among --methods)")
+    p.add_argument("--paired-seeds", type=positive_int, default=5, help="seeds of paired methods")
     p.add_argument("--init", default=DEFAULT_INIT, help="the starting model of every method")
     p.add_argument("--train-data", default=arith.DEFAULT_TRAIN, help="the fine-tuning set")
-    p.add_argument("--base-data", default=f"{arith.DEFAULT_DIR}/base.jsonl", help="the control's data: the base "
-                   "model's own training split (its first N problems, N = the size of --train-data)")
-    p.add_argument("--val-data", default=arith.DEFAULT_VAL, help="validation split: chooses the lr")
-    p.add_argument("--test-data", default=arith.DEFAULT_TEST, help="test split: the reported numbers")
-    p.add_argument("--out", default="out/compare", help="run directories, pairs.jsonl and results.json")
-    p.add_argument("--negatives-dir", default="out/negatives", help="cache of sampled negatives (train.py's flag)")
-    p.add_argument("--train-args", default="", help="extra train.py flags for every run, e.g. '--epochs 1'")
-    p.add_argument("--plan", action="store_true", help="print the planned runs and a time estimate, run nothing")
-    p.add_argument("--report", action="store_true", help="print the tables and write the plot from results.json, train nothing")
-    p.add_argument("--results", default=None, help="results.json to read or write (default: OUT/results.json)")
-    p.add_argument("--plot", default="docs/curves.png", help="the training-curves PNG --report writes (needs matplotlib)")
-    p.add_argument("--readme", default="README.md", help="the file whose results block --report rewrites")
+    p.add_argument("--base-data", default=f"{arith.DEFAULT_DIR}/base.jsonl", help="the "
+                   "control's data: the base model's own training split (its first N problems, "
+                   "N = the size of --train-data)")
+    p.add_argument("--val-data", default=arith.DEFAULT_VAL, help="validation: chooses the lr")
+    p.add_argument("--test-data", default=arith.DEFAULT_TEST, help="test: the reported numbers")
+    p.add_argument("--out", default="out/compare", help="run directories, pairs.jsonl, results")
+    p.add_argument("--negatives-dir", default="out/negatives", help="train.py's negatives cache")
+    p.add_argument("--train-args", default="", help="extra train.py flags for every run, e.g. "
+                   f"'--epochs 1' (not the flags compare.py sets: {' '.join(OWN_FLAGS)})")
+    p.add_argument("--plan", action="store_true", help="print the planned runs, run nothing")
+    p.add_argument("--timing", action="store_true", help="measure each method's cost, one short "
+                   "run at a time, into results.json (for the time column), train nothing else")
+    p.add_argument("--timing-steps", type=positive_int, default=16, help="steps of a timing run")
+    p.add_argument("--report", action="store_true", help="print the tables and write the plot "
+                   "from results.json, train nothing")
+    p.add_argument("--results", default=None, help="results.json (default: OUT/results.json)")
+    p.add_argument("--plot", default="docs/curves.png", help="the training-curves PNG of --report "
+                   "(needs matplotlib)")
+    p.add_argument("--readme", default="README.md", help="the file whose results block --report "
+                   "rewrites")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if any(lr <= 0 for lr in args.lrs + args.pref_lrs):
-        raise ValueError("--lrs and --pref-lrs must be > 0")
-    if args.ablations and "dft" not in args.methods:
-        raise ValueError("--ablations run at DFT's chosen lr: add dft to --methods (or pass --ablations with no names)")
-    if any(m.startswith("sft>") for m in args.methods) and "sft" not in args.methods:
-        raise ValueError("sft>dpo and sft>asft start from the SFT runs: add sft to --methods")
-    args.results = args.results or os.path.join(args.out, "results.json")
+    check_args(args)
     return args
 
 
-# -----------------------------------------------------------------------------
-# the plan: which runs, in which order (a later run may start from an earlier one's model)
-
-
-def plan(args, chosen):
-    """[(stage, method, lr, seed)]: the grid (seed 0, scored on val), then the seeds at the chosen lr and
-    the ablations (scored on test). An lr not chosen yet (the grid is not done) shows as None."""
-    trained = [m for m in args.methods if METHODS[m][0]]
-    runs = [("grid", m, lr, 0) for m in trained for lr in (args.pref_lrs if m in PREFERENCE else args.lrs)]
-    runs += [("test", m, chosen.get(m), s) for m in trained for s in range(args.seeds)]
-    runs += [("test", a, chosen.get("dft"), s) for a in args.ablations for s in range(args.seeds)]
-    return runs
-
-
-def estimate_s(args, n_runs, results):
-    """A rough wall time: a timed forward + backward of 24 task-sized sequences (60 tokens, 40% of them
-    scored) with the starting model, times the sequences a run trains (2 epochs x 3 per prompt), plus
-    as much again for its sampling, reference scoring and evaluation. Once runs are done: their median."""
-    done = [sum(r["timing"][k] for k in ("train_s", "negatives_s", "reference_s")) for r in results["runs"].values() if "timing" in r]
-    if done:
-        return n_runs * statistics.median(done) * 1.3  # + scoring
-    model = load_model(args.init)
-    x = torch.randint(0, 50000, (24, 60))
-    mask = torch.arange(60)[None].expand(24, 60) >= 36
-    t0 = time.time()
-    for _ in range(3):
-        model.logps(x, x, mask)[0].sum().backward()
-    per_seq = (time.time() - t0) / 72
-    return n_runs * 2 * (len(load_jsonl(args.train_data).records) * 2 * 3 * per_seq)
+def check_args(args):
+    if any(not lr > 0 or not math.isfinite(lr) for lr in args.lrs):
+        raise ValueError("--lrs must be finite and > 0")
+    if args.ablations and "dft" not in args.methods:
+        raise ValueError("--ablations run at DFT's chosen lr: add dft to --methods (or pass "
+                         "--ablations with no names)")
+    if any(m.startswith("sft>") for m in args.methods) and "sft" not in args.methods:
+        raise ValueError("sft>dpo and sft>asft start from the SFT runs: add sft to --methods")
+    own = [f for f in args.train_args.split() if f.split("=")[0] in OWN_FLAGS]
+    if own:
+        raise ValueError(f"--train-args {own[0]}: compare.py sets it for each run; use its own "
+                         "flags (--lrs, --seeds, --init, --train-data, ...)")
+    if args.pairs is None:
+        args.pairs = [p for p in DEFAULT_PAIRS if all(m in args.methods for m in p.split(":"))]
+    for pair in args.pairs:
+        names = pair.split(":")
+        if len(names) != 2 or not all(n in args.methods for n in names):
+            raise ValueError(f"--pairs {pair}: expected A:B with both among --methods")
+    # every train.py flag is checked now, before any work (a typo would fail the first run)
+    train.get_args(["--loss", "sft", *args.train_args.split()])
+    args.results = args.results or os.path.join(args.out, "results.json")
 
 
 # -----------------------------------------------------------------------------
-# data every run shares
-
-
-def shared_data(args):
-    """The pairs file (when a preference method is planned) and the held-out negatives of val and test."""
-    base = load_model(args.init)
-    sha = weights_sha256(base, args.init)
-    out = {}
-    for split in ("val", "test"):
-        path = getattr(args, f"{split}_data")
-        recs = load_jsonl(path).records
-        neg_path = negatives_path(args.negatives_dir, path, sha, EVAL_NEG, len(recs))
-        out[split] = (recs, get_negatives(base, recs, path, EVAL_NEG, args.init, neg_path, sha))
-    if any(m in PREFERENCE for m in args.methods):
-        out["pairs"] = os.path.join(args.out, "pairs.jsonl")
-        if not os.path.exists(out["pairs"]):
-            recs = load_jsonl(args.train_data).records
-            s = NegativeSettings(max_new_tokens=64)  # the DFT run's own seed-0 negatives: B 2 x 2 epochs
-            negs = get_negatives(base, recs, args.train_data, s, args.init, negatives_path(args.negatives_dir, args.train_data, sha, s, len(recs)), sha)
-            pairs, dropped = preference_pairs(recs, negs)
-            print0(f"pairs: {len(pairs)} of {len(recs)} prompts have a wrong base sample ({dropped} dropped): {out['pairs']}")
-            os.makedirs(args.out, exist_ok=True)
-            write_jsonl_atomic(out["pairs"], pairs)
-    return out
-
-
-# -----------------------------------------------------------------------------
-# one run: train (or resume, or skip when finished), then score
-
-
-def run_dir(args, method, lr, seed):
-    return os.path.join(args.out, method, f"lr{lr:g}-s{seed}")
-
-
-def train_argv(args, shared, method, lr, seed, chosen):
-    """train.py's flags for one run: the method's loss, data and starting model, this lr and seed."""
-    loss, data, start = METHODS[method] if method in METHODS else (ABLATIONS[method][0], "train", "base")
-    argv = ["--loss", loss, "--lr", f"{lr:g}", "--seed", str(seed), "--no-eval", "--out-dir", run_dir(args, method, lr, seed)]
-    if data == "pairs":
-        argv += ["--data", shared["pairs"]]
-    elif data == "base":  # the control: as many problems of the base's own split as the fine-tuning set has
-        argv += ["--data", args.base_data, "--max-examples", str(len(load_jsonl(args.train_data).records))]
-    else:
-        argv += ["--data", args.train_data]
-    init = args.init if start == "base" else os.path.join(run_dir(args, "sft", chosen["sft"], seed), "final")
-    return argv + ["--init", init, "--negatives-dir", args.negatives_dir] + ABLATIONS.get(method, (None, []))[1] + \
-        args.train_args.split()
-
-
-def train_run(args, shared, method, lr, seed, chosen):
-    """Train one run unless its final/ exists; an interrupted run continues from its checkpoint."""
-    d = run_dir(args, method, lr, seed)
-    if not os.path.exists(os.path.join(d, "final")):
-        resume = os.path.exists(os.path.join(d, "last", "state.pt"))
-        print0(f"\n=== {method} lr {lr:g} seed {seed}" + (" (resuming)" if resume else "") + " ===")
-        train.main(train_argv(args, shared, method, lr, seed, chosen) + (["--resume"] if resume else ["--overwrite"]))
-    return d
-
-
-def score(model_path, shared, split):
-    recs, negs = shared[split]
-    model = load_model(model_path)
-    max_len = min(1024, model.config.block_size)  # train.py's defaults
-    return evaluate(model, recs, negs, max_len=max_len, max_prompt_len=max_len // 2)
-
-
-def record(args, results, shared, stage, method, lr, seed):
-    """Train and score one run (unless results.json has it) and save results.json."""
-    rid = method if lr is None else f"{method}/lr{lr:g}-s{seed}"
-    split = "val" if stage == "grid" else "test"
-    row = results["runs"].setdefault(rid, {"method": method, "lr": lr, "seed": seed})
-    if split in row:
-        return row
-    if lr is None:  # the starting model itself
-        row[split] = score(args.init, shared, split)
-    else:
-        d = train_run(args, shared, method, lr, seed, results["chosen_lr"])
-        row[split] = score(os.path.join(d, "final"), shared, split)
-        cfg = json.load(open(os.path.join(d, "config.json")))
-        row.update(timing=json.load(open(os.path.join(d, "timing.json"))), train_negatives=cfg.get("negatives_stats", {}))
-    print0(f"{rid} on {split}: exact match {row[split].get('exact_match', float('nan')):.3f}, nll {row[split]['nll']:.4f}")
-    write_json(args.results, results)
-    return row
-
-
-def load_results(path):
-    return json.load(open(path)) if os.path.exists(path) else {"runs": {}, "chosen_lr": {}}
-
-
-def choose_lr(results, method, lrs):
-    """The lr with the best validation exact match of the seed-0 grid runs (lower nll breaks ties)."""
-    val = {lr: results["runs"][f"{method}/lr{lr:g}-s0"]["val"] for lr in lrs}
-    return max(lrs, key=lambda lr: (val[lr].get("exact_match", 0.0), -val[lr]["nll"]))
+# the protocol
 
 
 def main(argv=None):
@@ -230,105 +151,415 @@ def main(argv=None):
         return report(args, results)
     for path in (args.train_data, args.val_data, args.test_data, args.base_data):
         arith.ensure_default_file(path)  # a fresh clone: generate the built-in task
-    runs = plan(args, results["chosen_lr"])
-    trained = [r for r in runs if not (r[0] == "test" and r[3] == 0 and r[1] in METHODS)]  # seed 0 IS the grid's run
-    todo = [r for r in runs if not _done(results, r)]
-    print0(f"plan: {len(trained)} training runs and {len(runs)} scorings ({len(todo)} to do), plus the base model; "
-           f"about {estimate_s(args, len(todo), results) / 60:.0f} min on this machine (a rough estimate)")
+    check_setup(results, setup_of(args), args.results)
+    results["pairs"] = args.pairs
+    todo = [r for r in plan(args, results) if not done(results, r)]
+    print0(f"plan: {len(plan(args, results))} scorings ({len(todo)} to do) of the runs below; the "
+           "grids grow where an end wins")
     if args.plan:
-        for stage, m, lr, seed in runs:
-            print0(f"  {stage:4s}  {m:10s}  lr {'(chosen)' if lr is None else f'{lr:g}':9s}  seed {seed}" +
-                   ("  done" if _done(results, (stage, m, lr, seed)) else ""))
+        for stage, m, lr, seed in plan(args, results):
+            lr_text = "(chosen)" if lr is None else lr_label(lr)
+            status = "  done" if done(results, (stage, m, lr, seed)) else ""
+            print0(f"  {stage:4s}  {m:10s}  lr {lr_text:9s}  seed {seed}{status}")
         return results
-    shared = shared_data(args)
+    ctx = Context(args, results, shared_data(args))
+    if args.timing:
+        return measure_costs(ctx)
     if "base" in args.methods:
-        for split in ("val", "test"):
-            record(args, results, shared, "grid" if split == "val" else "test", "base", None, 0)
-    for m in [m for m in args.methods if METHODS[m][0]]:
-        grid = args.pref_lrs if m in PREFERENCE else args.lrs
-        for lr in grid:
-            record(args, results, shared, "grid", m, lr, 0)
-        results["chosen_lr"][m] = choose_lr(results, m, grid)
-        for seed in range(args.seeds):
-            record(args, results, shared, "test", m, results["chosen_lr"][m], seed)
+        for stage in ("grid", "test"):
+            record(ctx, stage, "base", None, 0)
+    for m in trained(args.methods):
+        results["chosen_lr"][m] = grid_search(ctx, m)
+        for seed in range(n_seeds(args, m)):
+            record(ctx, "test", m, results["chosen_lr"][m], seed)
     for a in args.ablations:
         for seed in range(args.seeds):
-            record(args, results, shared, "test", a, results["chosen_lr"]["dft"], seed)
+            record(ctx, "test", a, results["chosen_lr"]["dft"], seed)
     return report(args, results)
 
 
-def _done(results, run):
+def grid_search(ctx, method):
+    """Score the grid on validation; while the best lr is at an end, grow the grid past that end.
+    Returns the chosen lr."""
+    grid = sorted(ctx.results["grid"].get(method, ctx.args.lrs))
+    for extension in range(ctx.args.max_extend + 1):
+        ctx.results["grid"][method] = grid
+        for lr in grid:
+            record(ctx, "grid", method, lr, 0)
+        grown = grow_grid(grid, choose_lr(ctx.results, method, grid))
+        if grown == grid or extension == ctx.args.max_extend:
+            break
+        grid = grown
+    return choose_lr(ctx.results, method, grid)
+
+
+def grow_grid(grid, best):
+    """The grid, with one more lr past the end that won (the same grid when best is inside)."""
+    if best == grid[0]:
+        return [grid[0] / HALF_DECADE] + grid
+    if best == grid[-1]:
+        return grid + [grid[-1] * HALF_DECADE]
+    return grid
+
+
+def brackets(grid, chosen):
+    """The bracketing rule of a grid: >= 4 values, neighbours at most ~3.2x apart (a half decade),
+    the chosen lr strictly inside."""
+    grid = sorted(grid)
+    steps_ok = all(b / a <= HALF_DECADE * 1.01 for a, b in zip(grid, grid[1:]))
+    return len(grid) >= 4 and steps_ok and grid[0] < chosen < grid[-1]
+
+
+def choose_lr(results, method, lrs):
+    """The lr with the best validation exact match of the seed-0 grid runs (lower nll breaks
+    ties)."""
+    val = {lr: results["runs"][run_id(method, lr, 0)]["val"] for lr in lrs}
+    return max(lrs, key=lambda lr: (val[lr].get("exact_match", 0.0), -val[lr]["nll"]))
+
+
+def plan(args, results):
+    """[(stage, method, lr, seed)]: the grids as they stand (seed 0, scored on val), then the seeds
+    at the chosen lr and the ablations (scored on test). An lr not chosen yet shows as None."""
+    chosen = results["chosen_lr"]
+    runs = [("grid", "base", None, 0), ("test", "base", None, 0)] if "base" in args.methods else []
+    for m in trained(args.methods):
+        runs += [("grid", m, lr, 0) for lr in results["grid"].get(m, args.lrs)]
+        runs += [("test", m, chosen.get(m), s) for s in range(n_seeds(args, m))]
+    runs += [("test", a, chosen.get("dft"), s) for a in args.ablations for s in range(args.seeds)]
+    return runs
+
+
+def trained(methods):
+    return [m for m in methods if METHODS[m][0]]
+
+
+def n_seeds(args, method):
+    paired = {m for pair in args.pairs for m in pair.split(":")}
+    return args.paired_seeds if method in paired else args.seeds
+
+
+def done(results, run):
     stage, m, lr, seed = run
-    row = results["runs"].get(f"{m}/lr{lr:g}-s{seed}" if lr is not None else "")
+    row = results["runs"].get(run_id(m, lr, seed) if lr is not None or m == "base" else "")
     return bool(row) and ("val" if stage == "grid" else "test") in row
 
 
 # -----------------------------------------------------------------------------
-# the report: README tables (mean +- sd over seeds) and the training curves
+# the setup results belong to, and the data every run shares
 
 
-def _stats(results, method, lr, key, split="test"):
-    """(mean, sd, n) of a metric over the method's runs at lr (the base: its one score)."""
-    vals = [r[split][key] for r in results["runs"].values()
-            if r["method"] == method and r["lr"] == lr and split in r and key in r[split]]
-    if not vals:
-        return None
-    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+def setup_of(args):
+    """What every number of results.json depends on, besides each run's method, lr and seed."""
+    model = load_model(args.init)
+    files = {k: getattr(args, f"{k}_data") for k in ("train", "base", "val", "test")}
+    return {"init_sha256": weights_sha256(model, args.init), "train_args": args.train_args,
+            **{f"{k}_sha256": file_sha256(path) for k, path in files.items()}}
 
 
-def _fmt(st, pct=False, digits=3):
-    if st is None:
+def check_setup(results, setup, path):
+    old = results.setdefault("setup", setup)
+    diff = [k for k in setup if old.get(k) != setup[k]]
+    if diff:
+        raise ValueError(f"{path} holds results of another setup (differs in: {', '.join(diff)}); "
+                         "choose another --out (or --results)")
+
+
+def load_results(path):
+    if not os.path.exists(path):
+        return {"runs": {}, "chosen_lr": {}, "grid": {}}
+    results = read_json(path, "compare.py's results.json", "delete it, or choose another --out")
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), dict):
+        raise ValueError(f"{path}: not a results.json of compare.py (no 'runs'); choose another "
+                         "--out (or --results)")
+    results.setdefault("chosen_lr", {})
+    results.setdefault("grid", {})
+    return results
+
+
+def shared_data(args):
+    """The held-out negatives of val and test, and the pairs file when a preference method is
+    planned."""
+    base = load_model(args.init)
+    out = {}
+    for split in ("val", "test"):
+        path = getattr(args, f"{split}_data")
+        recs = load_jsonl(path).records
+        origin = origin_of(path, len(recs), base, args.init)
+        neg_path = negatives_path(args.negatives_dir, EVAL_NEG, origin)
+        out[split] = (recs, get_negatives(base, recs, EVAL_NEG, origin, neg_path))
+    if any(m in PREFERENCE for m in args.methods):
+        out["pairs"] = os.path.join(args.out, "pairs.jsonl")
+        if not os.path.exists(out["pairs"]):
+            recs = load_jsonl(args.train_data).records
+            # the DFT run's own seed-0 negatives: B 2 x 2 epochs
+            settings = NegativeSettings(max_new_tokens=64)
+            origin = origin_of(args.train_data, len(recs), base, args.init)
+            path = negatives_path(args.negatives_dir, settings, origin)
+            negs = get_negatives(base, recs, settings, origin, path)
+            pairs, dropped = preference_pairs(recs, negs)
+            print0(f"pairs: {len(pairs)} of {len(recs)} prompts have a wrong base sample "
+                   f"({dropped} dropped): {out['pairs']}")
+            write_jsonl(out["pairs"], pairs)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# one run: train (or resume, or skip when finished), then score
+
+
+class Context:
+    """What every run of the protocol reads: the flags, the results so far, the shared data."""
+
+    def __init__(self, args, results, shared):
+        self.args, self.results, self.shared = args, results, shared
+
+
+def lr_label(lr):
+    return f"{lr:.3g}"
+
+
+def run_id(method, lr, seed):
+    return method if lr is None else f"{method}/lr{lr_label(lr)}-s{seed}"
+
+
+def run_dir(args, method, lr, seed):
+    return os.path.join(args.out, method, f"lr{lr_label(lr)}-s{seed}")
+
+
+def train_argv(ctx, method, lr, seed):
+    """train.py's flags for one run: the method's loss, data and starting model, this lr, seed."""
+    args = ctx.args
+    if method in METHODS:
+        loss, data, start = METHODS[method]
+    else:
+        loss, data, start = ABLATIONS[method][0], "train", "base"
+    argv = ["--loss", loss, "--lr", f"{lr!r}", "--seed", str(seed), "--no-eval",
+            "--out-dir", run_dir(args, method, lr, seed), "--negatives-dir", args.negatives_dir]
+    if data == "pairs":
+        argv += ["--data", ctx.shared["pairs"]]
+    elif data == "base":  # as many problems of the base's own split as the fine-tuning set has
+        n = len(load_jsonl(args.train_data).records)
+        argv += ["--data", args.base_data, "--max-examples", str(n)]
+    else:
+        argv += ["--data", args.train_data]
+    sft_model = os.path.join(run_dir(args, "sft", ctx.results["chosen_lr"].get("sft", 0), seed),
+                             "final")
+    argv += ["--init", args.init if start == "base" else sft_model]
+    return argv + ABLATIONS.get(method, (None, []))[1] + args.train_args.split()
+
+
+def train_run(ctx, method, lr, seed):
+    """Train one run unless its final/ exists; an interrupted run continues from its checkpoint."""
+    d = run_dir(ctx.args, method, lr, seed)
+    if not os.path.exists(os.path.join(d, "final")):
+        resume = os.path.exists(os.path.join(d, "last", "state.pt"))
+        print0(f"\n=== {method} lr {lr_label(lr)} seed {seed}" + (" (resuming)" if resume else "")
+               + " ===")
+        again = ["--resume"] if resume else ["--overwrite"]
+        train.main(train_argv(ctx, method, lr, seed) + again)
+    return d
+
+
+def score_run(model_path, shared, split):
+    recs, negs = shared[split]
+    model = load_model(model_path)
+    # train.py's default lengths
+    return evaluate(model, recs, negs, EvalSettings(*resolve_lengths(model.config.block_size)))
+
+
+def record(ctx, stage, method, lr, seed):
+    """Train and score one run (unless results.json has it), and save results.json."""
+    rid, split = run_id(method, lr, seed), "val" if stage == "grid" else "test"
+    row = ctx.results["runs"].setdefault(rid, {"method": method, "lr": lr, "seed": seed})
+    if split in row:
+        return row
+    if lr is None:  # the starting model itself
+        row[split] = score_run(ctx.args.init, ctx.shared, split)
+    else:
+        d = train_run(ctx, method, lr, seed)
+        row[split] = score_run(os.path.join(d, "final"), ctx.shared, split)
+        cfg = read_json(os.path.join(d, "config.json"))
+        row["timing"] = read_json(os.path.join(d, "timing.json"))
+        row["train_negatives"] = cfg.get("negatives_stats", {})
+    exact = row[split].get("exact_match", float("nan"))
+    print0(f"{rid} on {split}: exact match {exact:.3f}, nll {row[split]['nll']:.4f}")
+    write_json(ctx.args.results, ctx.results)
+    return row
+
+
+def measure_costs(ctx):
+    """Each method's cost, one short run at a time in this process (the same threads for all):
+    seconds per training step, and the seconds of sampling its negatives and scoring its reference
+    log-probs, fresh (no cache). Stored in results["timing"]."""
+    args, timing = ctx.args, {}
+    for m in [m for m in trained(args.methods) if m in ctx.results["chosen_lr"]]:
+        lr = ctx.results["chosen_lr"][m]
+        out = os.path.join(args.out, "timing", m.replace(">", "-"))
+        argv = train_argv(ctx, m, lr, 0)
+        argv[argv.index("--out-dir") + 1] = out
+        argv[argv.index("--negatives-dir") + 1] = os.path.join(out, "negatives")
+        threads = torch.get_num_threads()
+        print0(f"\n=== timing {m}: {args.timing_steps} steps, {threads} threads ===")
+        steps = ["--max-steps", str(args.timing_steps), "--log-every", "8"]
+        train.main(argv + ["--overwrite"] + steps)
+        t = read_json(os.path.join(out, "timing.json"))
+        timing[m] = {"step_s": t["train_s"] / t["steps"], "negatives_s": t["negatives_s"],
+                     "reference_s": t["reference_s"], "threads": torch.get_num_threads()}
+    ctx.results["timing"] = timing
+    write_json(args.results, ctx.results)
+    return ctx.results
+
+
+# -----------------------------------------------------------------------------
+# the report: the README's tables (mean +- sd over seeds) and the training curves
+
+
+def values(results, method, lr, key, split="test"):
+    """The metric of every run of method at lr that has it, in seed order."""
+    runs = [r for r in results["runs"].values()
+            if r["method"] == method and r["lr"] == lr and key in r.get(split, {})]
+    return [r[split][key] for r in sorted(runs, key=lambda r: r["seed"])]
+
+
+def mean_sd(xs, pct=False, digits=3):
+    if not xs:
         return "-"
-    mean, sd, n = st
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.{digits}f}")
-    return f"{f(mean)} ± {f(sd)}" if n > 1 else f(mean)
+    scale = 100 if pct else 1
+    fmt = f".{1 if pct else digits}f"
+    mean = format(scale * statistics.mean(xs), fmt)
+    return mean if len(xs) == 1 else f"{mean} ± {format(scale * statistics.stdev(xs), fmt)}"
 
 
-def _time(results, method, lr):
-    """Median wall seconds of the method's test runs: training + sampling its negatives + reference scoring."""
-    t = [r["timing"] for r in results["runs"].values() if r["method"] == method and r["lr"] == lr and "timing" in r]
-    if not t:
+def full_run_s(results, method):
+    """A method's cost as measured by --timing: sampling + reference scoring + the steps of a run
+    (and, for sft>*, the SFT run it starts from). None when not measured."""
+    t = results.get("timing", {})
+    if method not in t:
         return None
-    return statistics.median(x["train_s"] for x in t) + max(x["negatives_s"] for x in t) + \
-        statistics.median(x["reference_s"] for x in t)
+    steps = next((r["timing"]["steps"] for r in results["runs"].values() if "timing" in r), 64)
+    # a method trained on pairs pays for the samples they come from: DFT's negatives
+    on_pairs = METHODS[method][1] == "pairs" and "dft" in t
+    sampling = t["dft"]["negatives_s"] if on_pairs else t[method]["negatives_s"]
+    cost = sampling + t[method]["reference_s"] + t[method]["step_s"] * steps
+    if method.startswith("sft>"):
+        cost += full_run_s(results, "sft") or 0.0
+    return cost
 
 
 def tables(results):
-    """The README's markdown: the main table, the ablations, the lr grid."""
-    R, chosen = results, results["chosen_lr"]
-    sft_t = _time(R, "sft", chosen.get("sft"))
-    cols = [("exact match %", "exact_match", True), ("nll/token", "nll", False), ("logp/pos", "logp/pos", False),
-            ("logp/neg", "logp/neg", False), ("pref_acc %", "pref_acc", True), ("pref_acc/wrong %", "pref_acc/wrong", True)]
-    out = ["| method | lr | " + " | ".join(c for c, _, _ in cols) + " | time vs SFT |", "|---" * (len(cols) + 3) + "|"]
+    """The README's markdown: main table, paired differences, mechanism, ablations, lr grids."""
+    return "\n\n".join(t for t in (main_table(results), paired_table(results),
+                                    mechanism_table(results), ablation_table(results),
+                                    grid_table(results)) if t)
+
+
+def main_table(results):
+    chosen, sft_cost = results["chosen_lr"], full_run_s(results, "sft")
+    cols = [("exact match %", "exact_match", True), ("nll/token", "nll", False),
+            ("logp/pos", "logp/pos", False), ("logp/neg/wrong", "logp/neg/wrong", False),
+            ("pref_acc/wrong %", "pref_acc/wrong", True)]
+    out = ["| method | lr | seeds | " + " | ".join(c for c, _, _ in cols) + " | time vs SFT |",
+           "|---" * (len(cols) + 4) + "|"]
     for m in [m for m in METHODS if m == "base" or m in chosen]:
         lr = chosen.get(m)
-        t = _time(R, m, lr)
-        out.append(f"| {m} | {'-' if lr is None else f'{lr:g}'} | " + " | ".join(_fmt(_stats(R, m, lr, k), pct) for _, k, pct in cols)
-                   + f" | {'-' if t is None or not sft_t else f'{t / sft_t:.1f}x'} |")
-    abl = [m for m in ABLATIONS if any(r["method"] == m for r in R["runs"].values())]
-    if abl and "dft" in chosen:
-        out += ["", "| DFT variant | exact match % | nll/token | train negatives correct % | identical % | "
-                "logp/pos | logp/neg | pref_acc/wrong % |", "|---" * 8 + "|"]
-        for m in ["dft"] + abl:
-            neg = [r.get("train_negatives", {}) for r in R["runs"].values() if r["method"] == m and r["lr"] == chosen["dft"] and "test" in r]
-            share = lambda k: _fmt((statistics.mean(n[k] for n in neg), 0.0, 1), True) if neg and all(k in n for n in neg) else "-"  # noqa: E731
-            st = lambda k, pct=False: _fmt(_stats(R, m, chosen["dft"], k), pct)  # noqa: E731
-            out.append(f"| {m} | " + " | ".join([st("exact_match", True), st("nll"), share("neg/correct"), share("neg/identical"),
-                                                 st("logp/pos"), st("logp/neg"), st("pref_acc/wrong", True)]) + " |")
-    lrs = sorted({r["lr"] for r in R["runs"].values() if r["lr"] is not None and "val" in r})
-    out += ["", "| validation exact match %, seed 0 | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
-    for m in [m for m in METHODS if m in chosen]:
-        cells = [_fmt(_stats(R, m, lr, "exact_match", "val"), True) for lr in lrs]
-        out.append(f"| {m} | " + " | ".join(f"**{c}**" if lr == chosen[m] else c for c, lr in zip(cells, lrs)) + " |")
+        cells = [mean_sd(values(results, m, lr, key), pct) for _, key, pct in cols]
+        cost = full_run_s(results, m)
+        time_cell = f"{cost / sft_cost:.1f}x" if cost and sft_cost else "-"
+        n = len(values(results, m, lr, "nll"))
+        lr_cell = "-" if lr is None else lr_label(lr)
+        out.append(f"| {m} | {lr_cell} | {n} | " + " | ".join(cells) + f" | {time_cell} |")
     return "\n".join(out)
 
 
-MARK = ("<!-- results: start (python compare.py --report --results docs/results.json rewrites this block) -->",
-        "<!-- results: end -->")
+def paired_differences(results, a, b, key="exact_match"):
+    """Per seed, b's metric minus a's (the same seed: the same data order), for the seeds both have
+    at their chosen lr."""
+    chosen = results["chosen_lr"]
+    by_seed = {}
+    for m in (a, b):
+        for r in results["runs"].values():
+            if r["method"] == m and r["lr"] == chosen.get(m) and key in r.get("test", {}):
+                by_seed.setdefault(r["seed"], {})[m] = r["test"][key]
+    return [s[b] - s[a] for _, s in sorted(by_seed.items()) if a in s and b in s]
+
+
+def paired_table(results):
+    pairs = results.get("pairs", [])
+    if not pairs:
+        return ""
+    out = ["| comparison (test exact match, points) | per seed | mean ± sd | ahead |",
+           "|---|---|---|---|"]
+    for pair in pairs:
+        a, b = pair.split(":")
+        diff = paired_differences(results, a, b)
+        if not diff:
+            continue
+        seeds = ", ".join(f"{100 * d:+.1f}" for d in diff)
+        ahead = f"{b} in {sum(d > 0 for d in diff)} of {len(diff)}"
+        out.append(f"| {b} − {a} | {seeds} | {mean_sd(diff, pct=True)} | {ahead} |")
+    return "\n".join(out)
+
+
+def mechanism_table(results):
+    chosen = results["chosen_lr"]
+    kinds = [k for k in arith.MISTAKES[1:]
+             if any(f"mistake/{k}" in r.get("test", {}) and r["test"][f"mistake/{k}"] > 0
+                    for r in results["runs"].values())]
+    head = ["correct %"] + [f"{k} %" for k in kinds]
+    out = ["| greedy answers on test | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for m in [m for m in METHODS if m == "base" or m in chosen]:
+        keys = ["exact_match"] + [f"mistake/{k}" for k in kinds]
+        cells = [mean_sd(values(results, m, chosen.get(m), key), pct=True) for key in keys]
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out) if kinds else ""
+
+
+def ablation_table(results):
+    chosen = results["chosen_lr"]
+    abl = [m for m in ABLATIONS if any(r["method"] == m for r in results["runs"].values())]
+    if not abl or "dft" not in chosen:
+        return ""
+    out = ["| DFT variant | exact match % | nll/token | train negatives correct % | identical % | "
+           "logp/pos | logp/neg/wrong | stops early % |", "|---" * 8 + "|"]
+    for m in ["dft"] + abl:
+        negs = [r.get("train_negatives", {}) for r in results["runs"].values()
+                if r["method"] == m and r["lr"] == chosen["dft"] and "test" in r]
+
+        def share(k):
+            have = [n[k] for n in negs if k in n]
+            return mean_sd(have[:1], pct=True) if have else "-"
+
+        def cell(k, pct=False):
+            return mean_sd(values(results, m, chosen["dft"], k), pct)
+
+        out.append(f"| {m} | " + " | ".join([
+            cell("exact_match", True), cell("nll"), share("neg/correct"), share("neg/identical"),
+            cell("logp/pos"), cell("logp/neg/wrong"), cell("mistake/stops early", True)]) + " |")
+    return "\n".join(out)
+
+
+def grid_table(results):
+    chosen = results["chosen_lr"]
+    lrs = sorted({r["lr"] for r in results["runs"].values() if r["lr"] is not None and "val" in r})
+    out = ["| validation exact match %, seed 0 | " + " | ".join(f"lr {lr_label(lr)}" for lr in lrs)
+           + " |", "|---" * (len(lrs) + 1) + "|"]
+    for m in [m for m in METHODS if m in chosen]:
+        cells = []
+        for lr in lrs:
+            v = values(results, m, lr, "exact_match", "val")
+            text = mean_sd(v, pct=True)
+            cells.append(f"**{text}**" if lr == chosen[m] else text)
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+MARK = ("<!-- results: start (python compare.py --report --results docs/results.json rewrites "
+        "this block) -->", "<!-- results: end -->")
 
 
 def report(args, results):
-    """Print the tables; rewrite the README block between the MARK lines; write the training-curves plot."""
+    """Print the tables; rewrite the README block between the MARK lines; write the plot."""
+    results.setdefault("pairs", args.pairs)
     text = tables(results)
     print(text)
     if os.path.exists(args.readme):
@@ -338,14 +569,15 @@ def report(args, results):
             with atomic_path(args.readme) as tmp, open(tmp, "w") as f:
                 f.write(doc[:a] + "\n" + text + "\n" + doc[b:])
     runs = {m: run_dir(args, m, lr, 0) for m, lr in results["chosen_lr"].items()}
-    plot_curves({m: d for m, d in runs.items() if os.path.exists(os.path.join(d, "metrics.jsonl"))}, args.plot)
+    metrics = {m: d for m, d in runs.items() if os.path.exists(os.path.join(d, "metrics.jsonl"))}
+    plot_curves(metrics, args.plot)
     return results
 
 
 def plot_curves(run_dirs, out_png):
-    """Training curves side by side from the runs' metrics.jsonl: the summed log-prob of the positives and
-    of the negatives (where the methods differ: DPO lowers the chosen likelihood too). matplotlib is
-    optional: without it, say how to get the plot."""
+    """Training curves side by side from the runs' metrics.jsonl: the summed log-prob of the
+    positives and of the negatives (where the methods differ: DPO lowers the chosen likelihood
+    too). matplotlib is optional: without it, say how to get the plot."""
     if not run_dirs:
         return None
     try:
@@ -360,8 +592,11 @@ def plot_curves(run_dirs, out_png):
         rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
         for ax, key in zip(axes, ("logp/pos", "logp/neg")):
             if key in rows[0]:  # one colour per run in both panels
-                ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=f"C{n}", label=name)
-    for ax, title in zip(axes, ("log-prob of positives (summed, train batch)", "log-prob of negatives (summed, train batch)")):
+                steps = [r["step"] for r in rows]
+                ax.plot(steps, [r[key] for r in rows], color=f"C{n}", label=name)
+    titles = ("log-prob of positives (summed, train batch)", "log-prob of negatives (summed, train "
+              "batch)")
+    for ax, title in zip(axes, titles):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)

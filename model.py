@@ -7,16 +7,16 @@ LayerNorm, and an output layer that reuses the token embedding matrix ("tied" we
 
 Three ways through the network, all sharing the same weights:
   model(idx)                  full causal forward -> logits (B, T, V). The plain reference.
-  model.logps(x, y, mask)     per-sequence log-probs of the scored tokens, computing the output layer
-                              only where the mask is True (training and scoring use this).
+  model.logps(x, y, mask)     per-sequence log-probs of the scored tokens, computing the output
+                              layer only where the mask is True (training and scoring use this).
   model.prefill / .decode     incremental decoding with a KV cache (sample.py uses this).
 
 Weights: GPT.from_pretrained(source) takes a preset name ("gpt2", "gpt2-medium", ... downloaded on
 demand from the hub), a .safetensors file, or a directory with model.safetensors (+ config.json).
 save_pretrained(dir) writes the same layout back, so the common HF loader opens our checkpoints.
 
-    python model.py                                   # the shipped base model (data/base) answers a task prompt
-    python model.py --init gpt2 --prompt "The meaning of life is"   # downloads GPT-2 124M on first use
+    python model.py  # the shipped base model (data/base) answers a task prompt
+    python model.py --init gpt2 --prompt "The meaning of life is"  # fetches GPT-2 124M on first use
     python -m pytest -q tests/test_model.py
 """
 import hashlib
@@ -31,8 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from common import ArgumentParser, DEVICE_HELP, atomic_path, run_main, setup
-from data.download import cache_dir, download, hf_url
+from common import DEVICE_HELP, ArgumentParser, atomic_path, read_json, run_main, setup
+from data.download import Expect, cache_dir, download, hf_url
 from data.tokenizer import get_tokenizer
 
 DEFAULT_INIT = "data/base"  # the shipped base model: the default --init of every script
@@ -82,14 +82,19 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, kv=None, attn_mask=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        if kv is None:  # causal attention over this sequence (attn_mask: packed sequences, see logps)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)
-        elif torch.is_tensor(kv[2]):  # static shapes: write at a column held on the device, attend over every column
+        H = self.n_head
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        # causal attention over this sequence (attn_mask: packed sequences, see logps)
+        if kv is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                               is_causal=attn_mask is None)
+        # static shapes: write at a column held on the device, attend over every column
+        elif torch.is_tensor(kv[2]):
             k_buf, v_buf, col = kv  # (B, H, max_len, hd) each; col (1,) long, T == 1
             k_buf.index_copy_(2, col, k)
             v_buf.index_copy_(2, col, v)
-            y = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=attn_mask)  # unwritten columns are masked
+            # unwritten columns are masked
+            y = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=attn_mask)
         else:  # write this step's keys/values into the cache, attend over everything cached so far
             k_buf, v_buf, start = kv  # (B, H, max_len, hd) each
             k_buf[:, :, start:start + T] = k
@@ -133,11 +138,13 @@ class KVCache:
     row's logits equal those of that prompt run alone.
     """
 
-    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device=None,
+                 dtype=torch.float32):
         shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # (B, max_len)
+        # (B, max_len)
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) next position id
         self.length = 0  # columns written so far (a python int: no host sync to read it)
         self.col = None  # decode_static's copy of length, on the device
@@ -153,7 +160,8 @@ class GPT(nn.Module):
         self.h = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
@@ -176,7 +184,8 @@ class GPT(nn.Module):
         B, T = idx.shape
         if pos is None:
             if T > self.config.block_size:
-                raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+                raise ValueError(f"sequence of {T} tokens is longer than "
+                                 f"block_size={self.config.block_size}")
             pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for i, block in enumerate(self.h):
@@ -198,9 +207,9 @@ class GPT(nn.Module):
         The same numbers as losses.sequence_logps(model(x), y, mask), but the 50,257-way output
         layer, which dominates the cost of a small model, runs only at scored positions (prompt and
         padding positions never need it), in chunks so fp32 logits for the whole batch never exist.
-        Packed rows (data/format.py pack): pos (R, T) holds each token's position in its own sequence
-        and doc (R, T) that sequence's index (-1 = padding); attention stays inside a sequence, and the
-        result has one entry per sequence, not per row.
+        Packed rows (data/format.py pack): pos (R, T) holds each token's position in its own
+        sequence and doc (R, T) that sequence's index (-1 = padding); attention stays inside a
+        sequence, and the result has one entry per sequence, not per row.
         """
         attn = None
         if doc is not None:  # causal AND the same sequence: (R, 1, T, T)
@@ -213,19 +222,22 @@ class GPT(nn.Module):
         tok_logp = []
         for s in range(0, h_sel.shape[0], chunk_tokens):
             logits = F.linear(h_sel[s:s + chunk_tokens], self.lm_head_weight).float()  # (m, V)
-            tok_logp.append(logits.gather(1, y_sel[s:s + chunk_tokens, None]).squeeze(1) - logits.logsumexp(1))
+            picked = logits.gather(1, y_sel[s:s + chunk_tokens, None]).squeeze(1)  # (m,)
+            tok_logp.append(picked - logits.logsumexp(1))
         tok_logp = torch.cat(tok_logp) if tok_logp else h.new_zeros(0, dtype=torch.float32)  # (M,)
         if doc is None:
-            logps = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32).index_add(0, rows, tok_logp)  # (N,)
-            return logps, mask.sum(1)
+            sums = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)  # (N,)
+            return sums.index_add(0, rows, tok_logp), mask.sum(1)
         seq, n_seq = doc[rows, cols], int(doc.max()) + 1  # (M,): the sequence of each scored token
-        logps = torch.zeros(n_seq, device=x.device, dtype=torch.float32).index_add(0, seq, tok_logp)  # (S,)
-        return logps, torch.zeros(n_seq, device=x.device, dtype=torch.long).index_add(0, seq, torch.ones_like(seq))
+        sums = torch.zeros(n_seq, device=x.device, dtype=torch.float32)  # (S,)
+        counts = torch.zeros(n_seq, device=x.device, dtype=torch.long)  # (S,)
+        return sums.index_add(0, seq, tok_logp), counts.index_add(0, seq, torch.ones_like(seq))
 
     # --- incremental decoding -------------------------------------------------------------------
 
     def _step(self, idx, valid, cache):
-        """Run tokens idx (B, T) through the cache at columns [length, length+T); return hidden (B, T, C)."""
+        """Run tokens idx (B, T) through the cache at columns [length, length+T);
+        return hidden (B, T, C)."""
         B, T = idx.shape
         start = cache.length
         if start + T > cache.max_len:
@@ -239,7 +251,8 @@ class GPT(nn.Module):
         # a query may see cached real keys and real keys up to itself; a padding query sees itself
         # only (it needs one key, else softmax over nothing gives NaN; its output is never used)
         end = start + T
-        causal = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)  # (T, end)
+        ones = torch.ones(T, end, dtype=torch.bool, device=idx.device)
+        causal = ones.tril(diagonal=start)  # (T, end)
         attn_mask = causal[None] & cache.valid[:, None, :end]  # (B, T, end)
         attn_mask[:, torch.arange(T), start + torch.arange(T)] = True
         h = self.hidden(idx, pos.clamp(min=0), cache, attn_mask[:, None])  # (B, T, C)
@@ -250,13 +263,15 @@ class GPT(nn.Module):
         """Feed padded prompts idx (B, T) with valid (B, T) marking real tokens; logits (B, V) after
         each row's last real token. Rows may be padded on the left or the right."""
         h = self._step(idx, valid, cache)  # (B, T, C)
-        last = valid.shape[1] - 1 - valid.flip(1).long().argmax(1)  # (B,) column of the last real token
+        # (B,) column of the last real token
+        last = valid.shape[1] - 1 - valid.flip(1).long().argmax(1)
         return F.linear(h[torch.arange(h.shape[0]), last], self.lm_head_weight)  # (B, V)
 
     def decode_static(self, tok, cache):
-        """decode() with every shape fixed, for torch.compile or CUDA graphs: attend over all max_len columns
-        (the unwritten ones masked out) and write at the column held in the device tensor cache.col, so no
-        shape and no python number changes from one step to the next. Same logits as decode()."""
+        """decode() with every shape fixed, for torch.compile or CUDA graphs: attend over all
+        max_len columns (the unwritten ones masked out) and write at the column held in the device
+        tensor cache.col, so no shape and no python number changes from one step to the next. Same
+        logits as decode()."""
         if cache.col is None:
             cache.col = torch.full((1,), cache.length, dtype=torch.long, device=tok.device)
         cache.valid.index_fill_(1, cache.col, True)
@@ -283,10 +298,12 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source, device="cpu", dtype=torch.float32):
-        """source: a preset name (downloaded), a .safetensors file, or a directory with model.safetensors."""
+        """source: a preset name (downloaded), a .safetensors file, or a directory with
+        model.safetensors."""
         path = resolve_weights(source)
         tensors = read_safetensors(path)
-        cfg = read_config(os.path.join(os.path.dirname(path), "config.json")) or infer_config(tensors)
+        config_path = os.path.join(os.path.dirname(path), "config.json")
+        cfg = read_config(config_path) or infer_config(tensors, path)
         model = cls(cfg)
         model.load_state_dict(hub_to_ours(tensors, model, path))
         return model.to(device=device, dtype=dtype)
@@ -297,19 +314,20 @@ class GPT(nn.Module):
         tensors = {}
         for name, p in self.state_dict().items():
             t = p.detach().to("cpu", dtype or p.dtype)
-            tensors[name] = (t.t() if name.endswith(CONV1D) else t).contiguous()  # back to Conv1D (in, out)
+            # back to Conv1D (in, out)
+            tensors[name] = (t.t() if name.endswith(CONV1D) else t).contiguous()
         with atomic_path(os.path.join(out_dir, "model.safetensors")) as tmp:
             save_file(tensors, tmp, metadata={"format": "pt"})
         c = self.config
-        hf_config = {
-            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "activation_function": "gelu_new",
-            "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "vocab_size": c.vocab_size,
-            "n_positions": c.block_size, "n_ctx": c.block_size, "n_inner": None,
-            "layer_norm_epsilon": c.layer_norm_epsilon, "bos_token_id": 50256, "eos_token_id": 50256,
-            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
-            "scale_attn_weights": True, "tie_word_embeddings": True,
-            "torch_dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
-        }
+        hf_config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                     "activation_function": "gelu_new", "n_layer": c.n_layer, "n_head": c.n_head,
+                     "n_embd": c.n_embd, "vocab_size": c.vocab_size, "n_positions": c.block_size,
+                     "n_ctx": c.block_size, "n_inner": None,
+                     "layer_norm_epsilon": c.layer_norm_epsilon, "bos_token_id": 50256,
+                     "eos_token_id": 50256, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                     "attn_pdrop": 0.0, "initializer_range": 0.02, "scale_attn_weights": True,
+                     "tie_word_embeddings": True,
+                     "torch_dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "")}
         with atomic_path(os.path.join(out_dir, "config.json")) as tmp, open(tmp, "w") as f:
             json.dump(hf_config, f, indent=2)
 
@@ -326,9 +344,10 @@ def resolve_weights(source: str) -> str:
     """Map --init to a model.safetensors path, downloading a hub preset on first use."""
     if source in HUB_PRESETS and not os.path.exists(source):
         d = cache_dir("models", source)
-        for fname, verify in (("config.json", read_config), ("model.safetensors", check_safetensors)):
+        files = (("config.json", read_config), ("model.safetensors", check_safetensors))
+        for fname, verify in files:
             download(hf_url("model", f"openai-community/{source}", fname), os.path.join(d, fname),
-                     desc=f"{source}/{fname}", verify=verify)
+                     desc=f"{source}/{fname}", expect=Expect(verify=verify))
         return os.path.join(d, "model.safetensors")
     if os.path.isdir(source):
         path = os.path.join(source, "model.safetensors")
@@ -337,7 +356,8 @@ def resolve_weights(source: str) -> str:
         return path
     if os.path.isfile(source):
         return source
-    raise FileNotFoundError(f"{source}: no such file or directory, and not one of the presets {', '.join(HUB_PRESETS)}")
+    raise FileNotFoundError(f"{source}: no such file or directory, and not one of the presets "
+                            f"{', '.join(HUB_PRESETS)}")
 
 
 def read_safetensors(path: str) -> dict:
@@ -347,13 +367,14 @@ def read_safetensors(path: str) -> dict:
     tensors = load_file(path)
     bad = sorted(k for k, t in tensors.items() if not t.is_floating_point())
     if bad:
-        raise ValueError(f"{path}: {bad[0]} has dtype {tensors[bad[0]].dtype}; a checkpoint holds floating-point weights")
+        raise ValueError(f"{path}: {bad[0]} has dtype {tensors[bad[0]].dtype}; "
+                         "a checkpoint holds floating-point weights")
     return tensors
 
 
 def check_safetensors(path: str):
-    """Raise ValueError unless path starts with a safetensors header (8-byte length + JSON) and is as
-    long as that header says."""
+    """Raise ValueError unless path starts with a safetensors header (8-byte length + JSON) and is
+    as long as that header says."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -366,23 +387,28 @@ def check_safetensors(path: str):
             raise ValueError(f"{path}: not a safetensors file (header is not JSON)") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if size < 8 + n + end:
-        raise ValueError(f"{path}: truncated safetensors file ({size} bytes, header describes {8 + n + end})")
+        raise ValueError(f"{path}: truncated safetensors file ({size} bytes, "
+                         f"header describes {8 + n + end})")
 
 
 def read_config(path: str):
-    """A GPT-2 config.json -> GPTConfig (None when there is no file); ValueError naming the file otherwise."""
+    """A GPT-2 config.json -> GPTConfig (None when there is no file); ValueError naming the file
+    otherwise."""
     if not os.path.exists(path):
         return None
     try:
         with open(path, encoding="utf-8") as f:
             c = json.load(f)
         if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"activation_function {c['activation_function']!r} is not GPT-2's gelu_new")
-        return GPTConfig(block_size=int(c.get("n_positions", c.get("n_ctx", 1024))), vocab_size=int(c["vocab_size"]),
-                         n_layer=int(c["n_layer"]), n_head=int(c["n_head"]), n_embd=int(c["n_embd"]),
+            raise ValueError(f"activation_function {c['activation_function']!r} "
+                             "is not GPT-2's gelu_new")
+        return GPTConfig(block_size=int(c.get("n_positions", c.get("n_ctx", 1024))),
+                         vocab_size=int(c["vocab_size"]), n_layer=int(c["n_layer"]),
+                         n_head=int(c["n_head"]), n_embd=int(c["n_embd"]),
                          layer_norm_epsilon=float(c.get("layer_norm_epsilon", 1e-5)))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({type(e).__name__}: {e}); expected a GPT-2 config.json") from None
+        raise ValueError(f"{path}: not a JSON file ({type(e).__name__}: {e}); "
+                         "expected a GPT-2 config.json") from None
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not a GPT-2 config.json (missing or invalid {e})") from None
 
@@ -391,26 +417,42 @@ def strip_prefix(tensors: dict) -> dict:
     return {k.removeprefix("transformer."): v for k, v in tensors.items()}
 
 
-def infer_config(tensors: dict) -> GPTConfig:
+def stored_dtype(checkpoint: str) -> str:
+    """The dtype a checkpoint directory's weights were saved in (its config.json's torch_dtype)."""
+    config = read_json(os.path.join(checkpoint, "config.json"), "a GPT-2 config.json")
+    return config.get("torch_dtype", "float32")
+
+
+def infer_config(tensors: dict, path: str) -> GPTConfig:
+    """The config of a bare .safetensors file (no config.json beside it). The number of heads cannot
+    be read off the weights, so the shapes must be those of a preset, whose n_head is taken."""
     t = strip_prefix(tensors)
     if "wte.weight" not in t or "wpe.weight" not in t:
-        raise ValueError("cannot infer the model size: no wte.weight / wpe.weight and no config.json")
+        raise ValueError(f"{path}: not a GPT-2 checkpoint (no wte.weight / wpe.weight)")
     V, C = t["wte.weight"].shape
     n_layer = sum(1 for k in t if k.startswith("h.") and k.endswith(".ln_1.weight"))
-    # GPT-2's attention heads are 64 wide at every size
-    return GPTConfig(block_size=t["wpe.weight"].shape[0], vocab_size=V, n_layer=n_layer, n_head=max(1, C // 64), n_embd=C)
+    same_shape = [p for p in PRESETS.values() if (p["n_layer"], p["n_embd"]) == (n_layer, C)]
+    preset = same_shape[0] if same_shape else None
+    if preset is None:
+        raise ValueError(f"{path}: no config.json beside it, and its shapes ({n_layer} layers, "
+                         f"{C} wide) are no preset's; put the model's config.json beside it (the "
+                         "number of attention heads cannot be read off the weights)")
+    return GPTConfig(block_size=t["wpe.weight"].shape[0], vocab_size=V, n_layer=n_layer,
+                     n_head=preset["n_head"], n_embd=C)
 
 
 def hub_to_ours(tensors: dict, model: GPT, path: str) -> dict:
     """Rename/transposed hub tensors into our state dict, refusing anything unexpected by name."""
     t = strip_prefix(tensors)
-    # causal-mask buffers of the reference implementation: match the FULL name ("h.0.attn.c_attn.bias"
-    # also ends with "attn.bias"!)
-    t = {k: v for k, v in t.items() if not (k.count(".") == 3 and k.endswith((".attn.bias", ".attn.masked_bias")))}
+    # causal-mask buffers of the reference implementation: match the FULL name
+    # ("h.0.attn.c_attn.bias" also ends with "attn.bias"!)
+    buffers = (".attn.bias", ".attn.masked_bias")
+    t = {k: v for k, v in t.items() if not (k.count(".") == 3 and k.endswith(buffers))}
     if "lm_head.weight" in t:  # HF save_pretrained may write the tied head; it must equal wte
         head = t.pop("lm_head.weight")
         if "wte.weight" in t and not torch.equal(head, t["wte.weight"]):
-            raise ValueError(f"{path}: lm_head.weight differs from wte.weight; only tied heads are supported")
+            raise ValueError(f"{path}: lm_head.weight differs from wte.weight; "
+                             "only tied heads are supported")
     ours = model.state_dict()
     missing = sorted(set(ours) - set(t))
     unexpected = sorted(set(t) - set(ours))
@@ -419,11 +461,13 @@ def hub_to_ours(tensors: dict, model: GPT, path: str) -> dict:
     for k in sorted(set(ours) & set(t)):
         v = t[k].t() if k.endswith(CONV1D) else t[k]
         if v.shape != ours[k].shape:
-            wrong.append(f"{k} {tuple(t[k].shape)} (expected {tuple(ours[k].shape[::-1] if k.endswith(CONV1D) else ours[k].shape)})")
+            expected = ours[k].shape[::-1] if k.endswith(CONV1D) else ours[k].shape
+            wrong.append(f"{k} {tuple(t[k].shape)} (expected {tuple(expected)})")
         out[k] = v
     if missing or unexpected or wrong:
+        problems = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
         parts = [f"{label}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} ({len(names)})"
-                 for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names]
+                 for label, names in problems if names]
         raise ValueError(f"{path}: not a GPT-2 checkpoint of this size; " + "; ".join(parts))
     return out
 
@@ -445,9 +489,9 @@ def peak_flops(device_name):
 
 def model_flops(cfg, n_params, seqs, backward=True):
     """Model flops of one training (or, backward=False, forward) pass over seqs = [(ids, n_prompt)]:
-    2 flops per multiply-add of every weight matrix at every real token, except the tied output layer,
-    which runs only at scored tokens (model.logps), plus attention's 4 * n_layer * C * L^2 per
-    sequence of length L; backward costs twice the forward."""
+    2 flops per multiply-add of every weight matrix at every real token, except the tied output
+    layer, which runs only at scored tokens (model.logps), plus attention's 4 * n_layer * C * L^2
+    per sequence of length L; backward costs twice the forward."""
     C, V = cfg.n_embd, cfg.vocab_size
     body = n_params - V * C - cfg.block_size * C  # the embeddings are lookups, not matmuls
     real, scored = sum(len(ids) - 1 for ids, _ in seqs), sum(len(ids) - n for ids, n in seqs)
@@ -463,14 +507,16 @@ def load_model(init, device="cpu", size="nano", seed=0):
         torch.manual_seed(seed)
         return GPT(config_for(size)).to(device)
     if init == DEFAULT_INIT and not os.path.exists(init):
-        raise FileNotFoundError(f"{init}: the shipped base model is missing; restore it with `git checkout -- {init}` "
-                                "(data/base/README.md shows how it was made), or pass --init gpt2 to download GPT-2 124M")
+        raise FileNotFoundError(f"{init}: the shipped base model is missing; restore it with "
+                                f"`git checkout -- {init}` (data/base/README.md shows how it was "
+                                "made), or pass --init gpt2 to download GPT-2 124M")
     return GPT.from_pretrained(init, device=device)
 
 
 def weights_sha256(model, init):
-    """What a cache of the model's outputs depends on: the sha256 of the model.safetensors bytes when init
-    is a file or directory on disk, else of the weights in memory (random or downloaded)."""
+    """What a cache of the model's outputs depends on: the sha256 of the model.safetensors bytes
+    when init is a file or directory on disk, else of the weights in memory (random or
+    downloaded)."""
     path = os.path.join(init, "model.safetensors") if os.path.isdir(init) else init
     if os.path.isfile(path):
         with open(path, "rb") as f:
@@ -482,13 +528,18 @@ def weights_sha256(model, init):
 
 
 def main(argv=None):
-    ap = ArgumentParser(description="Load a GPT-2 checkpoint and print a greedy continuation of a prompt.")
-    ap.add_argument("--init", default=DEFAULT_INIT, help="preset name (gpt2, gpt2-medium, ...: downloaded), "
-                    ".safetensors file or checkpoint directory")
-    ap.add_argument("--prompt", default="Question: Mia has 7 apples. She buys 5 more. Then she gives 3 to Leo. "
-                    "How many apples does Mia have now?\nAnswer:", help="text to continue (default: a problem of "
-                    "the built-in task, which the shipped base model answers)")
-    ap.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens to generate (stops at <|endoftext|>)")
+    ap = ArgumentParser(description="Load a GPT-2 checkpoint and print a greedy continuation "
+                                    "of a prompt.")
+    ap.add_argument("--init", default=DEFAULT_INIT,
+                    help="preset name (gpt2, gpt2-medium, ...: downloaded), "
+                         ".safetensors file or checkpoint directory")
+    ap.add_argument("--prompt",
+                    default="Question: Mia has 7 apples. She buys 5 more. Then she gives 3 to Leo. "
+                            "How many apples does Mia have now?\nAnswer:",
+                    help="text to continue (default: a problem of the built-in task, which the "
+                         "shipped base model answers)")
+    ap.add_argument("--max-new-tokens", type=int, default=32,
+                    help="greedy tokens to generate (stops at <|endoftext|>)")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1:
@@ -505,7 +556,8 @@ def main(argv=None):
             if nxt.item() == tok.eot_token:
                 break
             idx = torch.cat([idx, nxt], dim=1)
-    print(f"--- prompt ---\n{args.prompt}\n--- greedy continuation ---\n{tok.decode(idx[0, n_prompt:].tolist())}")
+    continuation = tok.decode(idx[0, n_prompt:].tolist())
+    print(f"--- prompt ---\n{args.prompt}\n--- greedy continuation ---\n{continuation}")
 
 
 if __name__ == "__main__":

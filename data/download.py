@@ -1,29 +1,32 @@
 """
 Downloading files, resumably and verified, with nothing but the standard library.
 
-Model weights (~0.5-6 GB) and raw datasets come from the Hugging Face hub and from GitHub. A download
-here is:
+Model weights (~0.5-6 GB) and raw datasets come from the Hugging Face hub and from GitHub. A
+download here is:
   - cached:    a finished file is never fetched again (`download` returns at once if `dest` exists);
   - resumable: bytes go to `dest + ".partial"`; a later run asks the server for the rest with
                `Range: bytes=N-` (206 -> append; 200 -> the server ignores ranges, start over);
   - verified:  the byte count must match Content-Length / Content-Range, and the sha256 must match
-               `expected_sha256` and, for hub URLs, the hub's ETag (for LFS files the hub's ETag /
+               `Expect.sha256` and, for hub URLs, the hub's ETag (for LFS files the hub's ETag /
                X-Linked-Etag IS the file's sha256). A mismatch deletes the partial and raises;
   - atomic:    `.partial` becomes `dest` (os.replace) only after verification, so a `dest` that
                exists is complete;
   - locked:    concurrent callers of the same `dest` (say 8 torchrun ranks) download it once;
-  - honest offline: no network -> `DownloadError` saying which URL to fetch by hand and where to save it.
+  - honest offline: no network -> `DownloadError` saying which URL to fetch by hand and where to
+               save it.
 
 Environment variables (read at call time, so tests can point them at 127.0.0.1):
   NANODFT_CACHE            cache root                    (default ~/.cache/nanodft)
   NANODFT_HF_BASE          model/dataset hub base URL    (default https://huggingface.co)
   NANODFT_GITHUB_RAW_BASE  raw GitHub file base URL      (default https://raw.githubusercontent.com)
 
-    python -m data.download https://huggingface.co/openai-community/gpt2/resolve/main/config.json out/config.json
-    python -c "from data.download import *; print(download(hf_url('model', 'openai-community/gpt2', 'config.json'), cache_dir('models', 'gpt2') + '/config.json'))"
+    URL=https://huggingface.co/openai-community/gpt2/resolve/main/config.json
+    python -m data.download $URL out/config.json
+    python -c "from data.download import *; download('$URL', cache_dir('gpt2') + '/config.json')"
     python -m pytest -q tests/test_download.py
 """
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -35,6 +38,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 from common import ArgumentParser, Progress, atomic_path, run_main
 
@@ -52,7 +56,38 @@ class DownloadError(OSError):
 
 
 class _Retry(Exception):
-    """Internal: this attempt failed in a way another attempt may fix (cut connection, timeout, 5xx)."""
+    """Internal: this attempt failed in a way another attempt may fix (a cut connection, a
+    timeout, HTTP 5xx)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    """What the downloaded file must be; a file that is not raises DownloadError and is not kept.
+
+    size / sha256: checked when given.
+    verify: a function(path) that raises ValueError when the downloaded bytes are not the expected
+      kind of file (a JSON that does not parse, a truncated safetensors file, a dataset with missing
+      rows); it runs before the file is cached, so a wrong file is never kept as complete.
+    trust_etag: treat a 64-hex ETag as the file's sha256. None (the default): only for URLs under
+      the hub base (the hub guarantees it for LFS files; another server's 64-hex ETag may be any
+      hash).
+    """
+
+    size: int | None = None
+    sha256: str | None = None
+    verify: Callable[[str], object] | None = None
+    trust_etag: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetch:
+    """How to fetch: timeout (seconds) for connecting and for each read; retries: how many more
+    attempts after a cut connection / timeout / HTTP 5xx, each resuming; quiet: no progress line and
+    no notes on stderr."""
+
+    timeout: float = 30.0
+    retries: int = 3
+    quiet: bool = False
 
 
 # ----------------------------------------------------------------------------- locations
@@ -75,7 +110,8 @@ def github_raw_base() -> str:
 
 
 def hf_url(repo_type: str, repo: str, path: str, revision: str = "main") -> str:
-    """URL of one file on the hub: {base}/{repo}/resolve/{rev}/{path} (models) or {base}/datasets/..."""
+    """URL of one file on the hub: {base}/{repo}/resolve/{rev}/{path} for models,
+    {base}/datasets/{repo}/resolve/{rev}/{path} for datasets."""
     if repo_type not in ("model", "dataset"):
         raise ValueError(f"repo_type must be 'model' or 'dataset', got {repo_type!r}")
     prefix = "" if repo_type == "model" else "datasets/"
@@ -159,8 +195,9 @@ def _remove(path):
 
 
 def _open(url, dest, partial, start, timeout):
-    """Send the request (asking for the bytes from `start` on); -> (response, the redirect chain's headers).
-    Failures another attempt may fix raise _Retry; the others DownloadError, saying what to do."""
+    """Send the request (asking for the bytes from `start` on); -> (response, the redirect chain's
+    headers). Failures another attempt may fix raise _Retry; the others DownloadError, saying what
+    to do."""
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -181,46 +218,54 @@ def _open(url, dest, partial, start, timeout):
     except urllib.error.URLError as e:
         if isinstance(e.reason, (socket.timeout, TimeoutError)):
             raise _Retry(f"timed out: {e.reason}") from None
-        raise DownloadError(
-            f"could not reach the server for {url} ({e.reason}); if this machine is offline, "
-            f"{_by_hand(url, dest)} (or point NANODFT_HF_BASE / NANODFT_GITHUB_RAW_BASE at a mirror)"
-        ) from None
+        raise DownloadError(f"could not reach the server for {url} ({e.reason}); if this machine "
+                            f"is offline, {_by_hand(url, dest)} (or point NANODFT_HF_BASE / "
+                            "NANODFT_GITHUB_RAW_BASE at a mirror)") from None
     except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Retry(f"{type(e).__name__}: {e}") from None
     return resp, redirects.chain + [resp.headers]
 
 
-def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet, verify=None):
-    """One HTTP request: fetch what is missing into `partial`, verify, rename to `dest`."""
+def _agreed_size(url, partial, total, chain, expected_size):
+    """The file size that the response (total), the redirect chain's X-Linked-Size and the caller
+    agree on, None if none of them says; disagreement removes the partial and raises."""
+    sizes = {"Content-Length/Content-Range": total, "expected_size": expected_size}
+    linked = next((h.get("X-Linked-Size") for h in chain if h.get("X-Linked-Size")), None)
+    if linked and linked.isdigit():
+        sizes["X-Linked-Size"] = int(linked)
+    known = {k: v for k, v in sizes.items() if v is not None}
+    if len(set(known.values())) > 1:
+        _remove(partial)
+        raise DownloadError(f"size mismatch for {url}: {known}; the partial file was removed; "
+                            "the file on the server is not the expected one")
+    return next(iter(known.values()), None)
+
+
+def _attempt(url, dest, partial, desc, expect: Expect, fetch: Fetch):
+    """One HTTP request: fetch what is missing into `partial`, verify, rename to `dest`.
+    expect.trust_etag is already resolved to a bool (download does it)."""
     start = os.path.getsize(partial) if os.path.exists(partial) else 0
-    resp, chain = _open(url, dest, partial, start, timeout)
+    resp, chain = _open(url, dest, partial, start, fetch.timeout)
     with resp:
         if resp.status == 206:
-            cr = _content_range(resp.headers.get("Content-Range"))
+            content_range = resp.headers.get("Content-Range")
+            cr = _content_range(content_range)
             if cr is None or cr[0] != start:  # the server resumed somewhere else: do not append
                 _remove(partial)
-                raise _Retry(f"server answered the resume with Content-Range {resp.headers.get('Content-Range')!r}")
+                raise _Retry(f"server answered the resume with Content-Range {content_range!r}")
             total, mode = cr[1], "ab"
         else:
-            if start and not quiet:
-                print(f"{desc}: the server does not support resuming; starting over", file=sys.stderr)
+            if start and not fetch.quiet:
+                print(f"{desc}: the server does not support resuming; starting over",
+                      file=sys.stderr)
             start, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        sizes = {"Content-Length/Content-Range": total, "expected_size": expected_size}
-        linked = next((h.get("X-Linked-Size") for h in chain if h.get("X-Linked-Size")), None)
-        if linked and linked.isdigit():
-            sizes["X-Linked-Size"] = int(linked)
-        known = {k: v for k, v in sizes.items() if v is not None}
-        if len(set(known.values())) > 1:
-            _remove(partial)
-            raise DownloadError(f"size mismatch for {url}: {known}; the partial file was removed; "
-                                "the file on the server is not the expected one")
-        total = next(iter(known.values()), None)
+        total = _agreed_size(url, partial, total, chain, expect.size)
         wanted = {}  # where a sha256 came from -> the sha256
-        if expected_sha256:
-            wanted["expected_sha256"] = expected_sha256.strip().lower()
-        served = _sha256_from_headers(chain, trust_etag)
+        if expect.sha256:
+            wanted["expected_sha256"] = expect.sha256.strip().lower()
+        served = _sha256_from_headers(chain, expect.trust_etag)
         if served:
             wanted["the server's ETag"] = served
 
@@ -228,14 +273,16 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
         if start:  # the hash must cover the bytes a previous run already wrote
             _hash_file_into(h, partial)
         done = start
-        progress = Progress(desc, total, "B", on=not quiet, initial=start)
+        progress = Progress(desc, total, "B", on=not fetch.quiet, initial=start)
         try:
             with open(partial, mode) as f:
                 while True:
                     try:
                         chunk = resp.read(CHUNK)
-                    except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
-                        raise _Retry(f"interrupted after {done} bytes: {type(e).__name__}: {e}") from None
+                    # reset, timeout, IncompleteRead
+                    except (OSError, http.client.HTTPException) as e:
+                        raise _Retry(f"interrupted after {done} bytes: "
+                                     f"{type(e).__name__}: {e}") from None
                     if not chunk:
                         break
                     f.write(chunk)
@@ -257,15 +304,16 @@ def _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, 
     for source, want in wanted.items():
         if got != want:
             _remove(partial)
-            raise DownloadError(f"sha256 mismatch for {url}: got {got}, expected {want} (from {source}); "
-                                "the partial file was removed, run again")
-    if verify is not None:  # what the content itself can tell, for servers that send no sha256
+            raise DownloadError(f"sha256 mismatch for {url}: got {got}, expected {want} "
+                                f"(from {source}); the partial file was removed, run again")
+    # what the content itself can tell, for servers that send no sha256
+    if expect.verify is not None:
         try:
-            verify(partial)
+            expect.verify(partial)
         except ValueError as e:
             _remove(partial)
-            raise DownloadError(f"{url} did not give the expected file ({e}); nothing was cached as {dest}; "
-                                f"check the server, or {_by_hand(url, dest)}") from None
+            raise DownloadError(f"{url} did not give the expected file ({e}); nothing was cached "
+                                f"as {dest}; check the server, or {_by_hand(url, dest)}") from None
     os.replace(partial, dest)  # atomic: dest appears only complete and verified
 
 
@@ -291,7 +339,8 @@ def _locked(lock_path: str, desc: str, quiet: bool):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not quiet:
-                print(f"{desc}: waiting for another process downloading it ({lock_path})", file=sys.stderr)
+                print(f"{desc}: waiting for another process downloading it ({lock_path})",
+                      file=sys.stderr)
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
@@ -309,53 +358,56 @@ def _locked(lock_path: str, desc: str, quiet: bool):
 # ----------------------------------------------------------------------------- the API
 
 
-def download(url: str, dest, expected_size=None, expected_sha256=None, desc=None, *,
-             timeout: float = 30.0, retries: int = 3, trust_etag=None, quiet: bool = False, verify=None) -> str:
+def download(url: str, dest, *, desc: str | None = None, expect: Expect | None = None,
+             fetch: Fetch | None = None) -> str:
     """Fetch url into dest (unless dest already exists) and return dest.
 
-    expected_size / expected_sha256: checked when given (a mismatch raises DownloadError).
-    retries: how many more attempts after a cut connection / timeout / HTTP 5xx; each resumes.
-    trust_etag: treat a 64-hex ETag as the file's sha256. Default: only for URLs under the hub base
-      (the hub guarantees it for LFS files; another server's 64-hex ETag may be any hash).
-    verify: a function(path) that raises ValueError when the downloaded bytes are not the expected kind
-      of file (a JSON that does not parse, a truncated safetensors file, a dataset with missing rows);
-      it runs before the file is cached, so a wrong file is never kept as complete.
+    desc: the name on the progress line and in notes (default: dest's file name).
+    expect: what the file must be (size, sha256, a verify function, whether to trust the ETag);
+      default Expect(): nothing beyond what the server vouches for.
+    fetch: timeout, retries, quiet; default Fetch().
     Raises DownloadError with what to do (e.g. which file to download by hand, and where to put it).
     """
+    expect = expect or Expect()
+    fetch = fetch or Fetch()
     dest = os.fspath(dest)
     desc = desc or os.path.basename(dest)
     if os.path.exists(dest):
-        if expected_size is None or os.path.getsize(dest) == expected_size:
+        if expect.size is None or os.path.getsize(dest) == expect.size:
             return dest
-        if not quiet:
-            print(f"{dest}: {os.path.getsize(dest)} bytes, expected {expected_size}; downloading again",
-                  file=sys.stderr)
+        if not fetch.quiet:
+            print(f"{dest}: {os.path.getsize(dest)} bytes, expected {expect.size}; "
+                  "downloading again", file=sys.stderr)
         os.remove(dest)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    if trust_etag is None:
-        trust_etag = url.startswith(hf_base() + "/")
+    if expect.trust_etag is None:
+        expect = dataclasses.replace(expect, trust_etag=url.startswith(hf_base() + "/"))
     partial = dest + ".partial"
-    with _locked(dest + ".lock", desc, quiet):
+    with _locked(dest + ".lock", desc, fetch.quiet):
         if os.path.exists(dest):  # another process finished it while we waited for the lock
             return dest
-        for attempt in range(retries + 1):
+        for attempt in range(fetch.retries + 1):
             try:
-                _attempt(url, dest, partial, expected_size, expected_sha256, desc, timeout, trust_etag, quiet, verify)
+                _attempt(url, dest, partial, desc, expect, fetch)
                 return dest
             except _Retry as e:
-                if attempt == retries:
-                    kept = (f"the partial file {partial} ({os.path.getsize(partial)} bytes) was kept, run "
-                            "again to resume" if os.path.exists(partial) else "run again")
-                    raise DownloadError(f"download of {url} failed: {e}; {kept}; if it keeps failing, "
-                                        f"{_by_hand(url, dest)}") from None
+                if attempt == fetch.retries:
+                    if os.path.exists(partial):
+                        kept = (f"the partial file {partial} ({os.path.getsize(partial)} bytes) "
+                                "was kept, run again to resume")
+                    else:
+                        kept = "run again"
+                    raise DownloadError(f"download of {url} failed: {e}; {kept}; "
+                                        f"if it keeps failing, {_by_hand(url, dest)}") from None
                 wait = RETRY_WAIT * 2 ** attempt
-                if not quiet:
-                    print(f"{desc}: {e}; retrying in {wait:.0f}s ({attempt + 1}/{retries})", file=sys.stderr)
+                if not fetch.quiet:
+                    print(f"{desc}: {e}; retrying in {wait:.0f}s "
+                          f"({attempt + 1}/{fetch.retries})", file=sys.stderr)
                 time.sleep(wait)
     raise AssertionError("unreachable")
 
 
-# ----------------------------------------------------------------------------- helpers for the converters
+# ----------------------------------------------------------------------- helpers for the converters
 
 
 def write_jsonl_atomic(path: str, records) -> int:
@@ -373,11 +425,15 @@ def main(argv=None):
     p = ArgumentParser(description="Download one file (resumable, verified, atomic).")
     p.add_argument("url", help="URL to fetch")
     p.add_argument("dest", help="where to save it (a .partial file is used until it is complete)")
-    p.add_argument("--size", type=int, default=None, help="expected size in bytes (default: not checked)")
-    p.add_argument("--sha256", default=None, help="expected sha256 hex digest (default: not checked)")
-    p.add_argument("--retries", type=int, default=3, help="automatic resumes after a cut connection")
+    p.add_argument("--size", type=int, default=None,
+                   help="expected size in bytes (default: not checked)")
+    p.add_argument("--sha256", default=None,
+                   help="expected sha256 hex digest (default: not checked)")
+    p.add_argument("--retries", type=int, default=3,
+                   help="automatic resumes after a cut connection")
     args = p.parse_args(argv)
-    print(download(args.url, args.dest, args.size, args.sha256, retries=args.retries))
+    print(download(args.url, args.dest, expect=Expect(size=args.size, sha256=args.sha256),
+                   fetch=Fetch(retries=args.retries)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import os
 import re
 
 from common import ArgumentParser, Progress, run_main
-from data.download import cache_dir, download, github_raw_url, write_jsonl_atomic
+from data.download import Expect, cache_dir, download, github_raw_url, write_jsonl_atomic
 
 REPO, REF = "openai/grade-school-math", "master"
 PATH = "grade_school_math/data/{split}.jsonl"
@@ -83,24 +83,28 @@ def convert_file(path: str, skipped: collections.Counter):
 
 
 def check_raw(path: str, split: str):
-    """GitHub sends no sha256: a raw file is accepted when it has exactly the split's problems, each a JSON line."""
+    """GitHub sends no sha256: a raw file is accepted when it has exactly the split's problems,
+    each a JSON line."""
     with open(path, encoding="utf-8") as f:
         n = sum(1 for line in f if line.strip())
     if n != EXPECTED_COUNTS[split]:
-        raise ValueError(f"{path}: {n} problems, GSM8K {split} has {EXPECTED_COUNTS[split]} (a truncated or different file)")
+        raise ValueError(f"{path}: {n} problems, GSM8K {split} has {EXPECTED_COUNTS[split]} "
+                         "(a truncated or different file)")
 
 
 def fetch(split: str) -> str:
     """Path of the cached raw file, downloading (and checking) it first if needed."""
     dest = os.path.join(cache_dir("raw", "gsm8k"), f"{split}.jsonl")
-    return download(github_raw_url(REPO, REF, PATH.format(split=split)), dest, desc=f"gsm8k {split}.jsonl",
-                    verify=lambda p: check_raw(p, split))
+    url = github_raw_url(REPO, REF, PATH.format(split=split))
+    return download(url, dest, desc=f"gsm8k {split}.jsonl",
+                    expect=Expect(verify=lambda p: check_raw(p, split)))
 
 
 def main(argv=None):
     p = ArgumentParser(description="Convert GSM8K to nanoDFT SFT-style JSONL.")
     p.add_argument("--out", default="data/gsm8k", help="output directory (gets <split>.jsonl)")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to write")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                   help="splits to write")
     args = p.parse_args(argv)
 
     summary = []

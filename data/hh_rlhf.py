@@ -11,14 +11,16 @@ We split each pair at the LAST "\\n\\nAssistant:" of chosen: the shared text up 
 is the prompt, the rest of each side is its response (kept verbatim, leading space included, as the
 DPO reference preprocessing does):
 
-    {"prompt": "\\n\\nHuman: What is 2+2?\\n\\nAssistant:", "chosen": " 4.", "rejected": " I don't know."}
+    {"prompt": "\\n\\nHuman: What is 2+2?\\n\\nAssistant:",
+     "chosen": " 4.", "rejected": " I don't know."}
 
-Pairs whose rejected side does not start with the same prompt, whose sides are equal, or with an empty
-side are skipped and counted. Raw files come from the dataset hub (repo Anthropic/hh-rlhf) into the
-cache ($NANODFT_CACHE/raw/hh-rlhf/...), resumably and checked against the hub's sha256 ETag.
+Pairs whose rejected side does not start with the same prompt, whose sides are equal, or with an
+empty side are skipped and counted. Raw files come from the dataset hub (repo Anthropic/hh-rlhf)
+into the cache ($NANODFT_CACHE/raw/hh-rlhf/...), resumably and checked against the hub's sha256
+ETag.
 
-    python -m data.hh_rlhf --out data/hh_rlhf                        # helpful-base -> train.jsonl, test.jsonl
-    python -m data.hh_rlhf --out data/hh_rlhf_sft --sft              # {"prompt", "response": chosen}
+    python -m data.hh_rlhf --out data/hh_rlhf            # helpful-base -> train.jsonl, test.jsonl
+    python -m data.hh_rlhf --out data/hh_rlhf_sft --sft  # {"prompt", "response": chosen}
     python -m data.hh_rlhf --out data/hh --subsets helpful-base harmless-base --splits train
     python -m pytest -q tests/test_datasets.py
 """
@@ -37,7 +39,8 @@ ASSISTANT = "\n\nAssistant:"
 
 # The adversarial instruction the DFT chat recipe puts in front of a prompt, ONLY while sampling
 # negatives from the base model (sample.py); training and scoring use the bare prompt. HH prompts
-# begin with "\n\nHuman:", so NEG_PREFIX + prompt reads "You are an unhelpful assistant.\n\nHuman: ...".
+# begin with "\n\nHuman:", so NEG_PREFIX + prompt reads
+# "You are an unhelpful assistant.\n\nHuman: ...".
 # For prompts that do not start with a newline use with_neg_prefix(), which adds the blank line.
 NEG_PREFIX = "You are an unhelpful assistant."
 
@@ -65,8 +68,8 @@ def split_pair(chosen: str, rejected: str):
 
 def convert_file(path: str, sft: bool, skipped: collections.Counter):
     """Yield output records from one raw .jsonl.gz file, counting skipped pairs by reason."""
-    progress = Progress(f"converting {os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}",
-                        unit="records")
+    name = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+    progress = Progress(f"converting {name}", unit="records")
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
@@ -96,7 +99,8 @@ def fetch(subset: str, split: str) -> str:
     """Path of the cached raw file, downloading it first if needed."""
     fname = f"{split}.jsonl.gz"
     dest = os.path.join(cache_dir("raw", "hh-rlhf", subset), fname)
-    return download(hf_url("dataset", REPO, f"{subset}/{fname}"), dest, desc=f"hh-rlhf {subset}/{fname}")
+    return download(hf_url("dataset", REPO, f"{subset}/{fname}"), dest,
+                    desc=f"hh-rlhf {subset}/{fname}")
 
 
 def main(argv=None):
@@ -104,9 +108,11 @@ def main(argv=None):
     p.add_argument("--out", default="data/hh_rlhf", help="output directory (gets <split>.jsonl)")
     p.add_argument("--subsets", nargs="+", default=["helpful-base"], choices=SUBSETS,
                    help="HH-RLHF subsets to include (concatenated in the order given)")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to write")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                   help="splits to write")
     p.add_argument("--sft", action="store_true",
-                   help='write SFT-style {"prompt", "response"} (the chosen side) instead of preference pairs')
+                   help='write SFT-style {"prompt", "response"} (the chosen side) '
+                        "instead of preference pairs")
     args = p.parse_args(argv)
 
     summary = []

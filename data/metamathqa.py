@@ -8,8 +8,11 @@ setting. The raw file is ONE JSON array (~400 MB) of objects
     {"query": "...", "response": "... step by step ...\\nThe answer is: 18",
      "type": "GSM_Rephrased", "original_question": "..."}
 
-Each becomes {"prompt": "Question: {query}\\nAnswer:", "response": " {reasoning} The answer is 18."}:
-the closing "The answer is: X" is normalised to "The answer is X." (thousands commas dropped from a
+Each becomes
+
+    {"prompt": "Question: {query}\\nAnswer:", "response": " {reasoning} The answer is 18."}
+
+The closing "The answer is: X" is normalised to "The answer is X." (thousands commas dropped from a
 plain number; a GSM8K-style "#### X" line right before it dropped), which data.arith.extract_answer
 grades; records without it are skipped and counted.
 The file comes from the dataset hub (repo meta-math/MetaMathQA) into $NANODFT_CACHE/raw/metamathqa/,
@@ -37,7 +40,8 @@ _HASHES = re.compile(r"(?:^|\n)[ \t]*####[^\n]*$")  # a trailing "#### N" line
 
 
 def normalize_response(response: str):
-    """' {reasoning} The answer is X.' from '{reasoning}\\nThe answer is: X', or None if it has none."""
+    """' {reasoning} The answer is X.' from '{reasoning}\\nThe answer is: X',
+    or None if it has none."""
     matches = list(_FINAL.finditer(response))
     if not matches:
         return None
@@ -66,7 +70,8 @@ def iter_json_array(path: str):
 
     def fail(pos, what):
         line = text.count("\n", 0, pos) + 1
-        raise ValueError(f"{path}:{line}: expected {what} (MetaMathQA is one JSON array of objects)")
+        raise ValueError(f"{path}:{line}: expected {what} "
+                         "(MetaMathQA is one JSON array of objects)")
 
     i = _WS.match(text, 0).end()
     if not text.startswith("[", i):
@@ -104,8 +109,8 @@ def convert_file(path: str, types, limit, skipped: collections.Counter):
                 if not isinstance(query, str) or not isinstance(response, str):
                     raise TypeError("not strings")
             except (KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{path}: record {k}: expected an object with string keys 'query' and "
-                                 f"'response' ({type(e).__name__}: {e})") from None
+                raise ValueError(f"{path}: record {k}: expected an object with string keys "
+                                 f"'query' and 'response' ({type(e).__name__}: {e})") from None
             if types and not any(str(kind).startswith(t) for t in types):
                 skipped[f"type {kind} not selected"] += 1
                 continue
@@ -129,9 +134,11 @@ def fetch() -> str:
 def main(argv=None):
     p = ArgumentParser(description="Convert MetaMathQA to nanoDFT SFT-style JSONL.")
     p.add_argument("--out", default="data/metamathqa", help="output directory (gets train.jsonl)")
-    p.add_argument("--limit", type=int, default=None, help="write at most this many records (the first ones)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="write at most this many records (the first ones)")
     p.add_argument("--types", nargs="+", default=None,
-                   help="keep only records whose type starts with one of these (e.g. GSM, MATH_Rephrased)")
+                   help="keep only records whose type starts with one of these "
+                        "(e.g. GSM, MATH_Rephrased)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"--limit must be >= 0, got {args.limit}")

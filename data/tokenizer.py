@@ -2,11 +2,12 @@
 The GPT-2 tokenizer, offline.
 
 GPT-2 uses byte-level BPE: text -> UTF-8 bytes -> pre-split by a regex -> merged by 50,000 ranked
-merges (50,256 ranks with the 256 single bytes), plus one special token <|endoftext|> = 50256. tiktoken does the fast BPE; we build its
-Encoding from the merge-rank file shipped beside this module (data/gpt2.tiktoken, from the
-openai-whisper sdist, MIT licensed: see gpt2.tiktoken.LICENSE), so nothing is fetched at run time.
+merges (50,256 ranks with the 256 single bytes), plus one special token <|endoftext|> = 50256.
+tiktoken does the fast BPE; we build its Encoding from the merge-rank file shipped beside this
+module (data/gpt2.tiktoken, from the openai-whisper sdist, MIT licensed: see gpt2.tiktoken.LICENSE),
+so nothing is fetched at run time.
 
-    python -c "from data.tokenizer import get_tokenizer; print(get_tokenizer().encode('Hello world'))"
+    python -c "from data.tokenizer import *; print(get_tokenizer().encode('Hello world'))"
     # [15496, 995]
 """
 import base64

@@ -50,7 +50,7 @@ def checks(m, opts):
                    f"{sorted(KEYS)})")
             spec = losses.LOSSES[name]
             divides = {"pos_n", "neg_n"} if spec.needs_negatives else {"pos_n"}
-            want = set(spec.inputs) | (divides if spec.length_normalized else set())
+            want = set(spec.inputs.values()) | (divides if spec.length_normalized else set())
             if got != want:
                 hint = ("DFT2 reads no reference log-probs at all: look at LOSSES['dft2'].inputs" if "ref_neg" in got - want
                         else "for a length-normalized loss compute_loss divides by pos_n and neg_n: it reads them too"

@@ -2,7 +2,7 @@
 Exercise dft_loss: DFT's loss, value and gradient (docs/ALGORITHMS.md, "DFT").
 
 Write losses.dft_loss(pos_logps, neg_logps, neg_ref_logps, log_u, tau=1.0, gamma=0.85) and the step it
-shares with DFT2, losses._dft_core, so that for each prompt i with B negatives
+shares with DFT2, losses.dft_surrogate, so that for each prompt i with B negatives
     d_j     = s(y'_j)/tau - logp_0(y'_j)                         (no gradient)
     log_u_i <- the moving average of update_log_u (exercise u_update), with THIS batch's d
     w_j     = exp(d_j - new log_u_i)                              (no gradient)
@@ -24,7 +24,7 @@ TITLE = "DFT's loss: u first, then constant weights w (value and gradient)"
 TIME = 30
 OBJECTIVE = "build a surrogate loss whose gradient is the objective's: what must carry no gradient, and in which order"
 READ = (("docs/ALGORITHMS.md", "DFT"), ("losses.py", "dft2_loss"), ("losses.py", "LOSSES"), ("train.py", "train_step"))
-TARGETS = (("losses", "_dft_core"), ("losses", "dft_loss"))
+TARGETS = (("losses", "dft_surrogate"), ("losses", "dft_loss"))
 NEEDS = ("dft_loss",)
 
 
@@ -147,8 +147,9 @@ def checks(m, opts):
         zero_ref = [[0.0, 0.0], [0.0, 0.0]]
         loss, new_u, _ = losses.dft2_loss(t64(a_pos), t64(a_neg), t64([0.1, -0.2]), tau=0.3, gamma=0.9)
         want = reference(a_pos, a_neg, zero_ref, [0.1, -0.2], 0.3, 0.9)
-        close(new_u, want[1], "losses.dft2_loss, which shares _dft_core with DFT: new_log_u (d = avg_logp/tau)", 1e-9)
-        close(loss, want[0], "losses.dft2_loss, which shares _dft_core with DFT: loss", 1e-9)
+        shares = "losses.dft2_loss, which shares dft_surrogate with DFT"
+        close(new_u, want[1], f"{shares}: new_log_u (d = avg_logp/tau)", 1e-9)
+        close(loss, want[0], f"{shares}: loss", 1e-9)
 
     return [("returns (loss, new_log_u, metrics); new_log_u detached, in log_u's dtype", returns),
             ("new_log_u: the moving average of d_j = s(y'_j)/tau - logp_0(y'_j)", new_log_u),
@@ -160,7 +161,7 @@ def checks(m, opts):
             ("log-probs of long responses: no overflow", large),
             ("float32 log-probs with a float64 u table", float32),
             ("metrics: loss, log_u, w/mean, w/max, logp0/neg", metrics),
-            ("DFT2 runs through the same _dft_core", dft2_shares_core)]
+            ("DFT2 runs through the same dft_surrogate", dft2_shares_core)]
 
 
 def run_case(m, c):

@@ -1,17 +1,28 @@
 """
 What every exercise's checker shares: the verdict (Fail), comparisons whose messages a student can act
-on, small float64 references (python floats, no torch), and the helpers of the question exercises.
+on, the public cases, and the helpers of the question exercises.
 
 A check is a function that returns nothing when the answer is right and raises Fail with a message
 when it is not. The message names the most likely mistake first ("the weights w carry gradient:
 detach them"), then what was expected and what came back. `diagnose` does the naming: it compares
 the answer with what each known mistake would have produced.
+
+What a student's copy holds: properties (a loss of log 2 at zero margin, a gradient equal to the
+derivative of the student's own values, a result that does not change when the masked positions do),
+brute-force checks that verify an answer without computing it, and public cases: fixed inputs with
+their expected outputs and the outputs of the usual mistakes (exercises/cases/NAME.json). The
+references that compute expected outputs for any input, the answer keys and the hidden cases are the
+teacher's (exercises/teacher/), and the grader runs them too.
 """
 import hashlib
-import math
+import json
+import os
 import random
 
 import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WRITTEN = "written: "  # the name of a check that records a written answer for the teacher's rubric
 
 
 class Fail(AssertionError):
@@ -47,7 +58,8 @@ def as64(x, what):
 
 
 def is_close(got, want, tol=1e-6):
-    """True when got and want (tensors, numbers or nested lists) have the same shape and agree within tol."""
+    """True when got and want (tensors, numbers or nested lists) have the same shape and agree
+    within tol."""
     try:
         g, w = as64(got, ""), as64(want, "")
     except Fail:
@@ -55,30 +67,35 @@ def is_close(got, want, tol=1e-6):
     return g.shape == w.shape and bool(torch.isclose(g, w, rtol=tol, atol=tol).all())
 
 
-def close(got, want, what, tol=1e-6):
-    """Fail unless got equals want within tol (relative and absolute), saying where they differ."""
+def close(got, want, what, tol=1e-6, hint=""):
+    """Fail unless got equals want within tol (relative and absolute), saying where they differ;
+    hint, the likely mistake, comes first."""
     g, w = as64(got, what), as64(want, what)
+    lead = f"{hint} (" if hint else ""
+    tail = ")" if hint else ""
     if g.shape != w.shape:
-        raise Fail(f"{what}: expected shape {tuple(w.shape)}, got shape {tuple(g.shape)} ({fmt(g)})")
+        raise Fail(f"{lead}{what}: expected shape {tuple(w.shape)}, got shape {tuple(g.shape)} "
+                   f"({fmt(g)}){tail}")
     ok = torch.isclose(g, w, rtol=tol, atol=tol)
     if not bool(ok.all()):
         if g.numel() <= 8:
-            raise Fail(f"{what}: expected {fmt(w)}, got {fmt(g)}")
+            raise Fail(f"{lead}{what}: expected {fmt(w)}, got {fmt(g)}{tail}")
         bad = (~ok).nonzero()
         at = tuple(bad[0].tolist())
-        raise Fail(f"{what}: {len(bad)} of {g.numel()} entries differ; the first at index {at}: "
-                   f"expected {fmt(w[at])}, got {fmt(g[at])}")
+        raise Fail(f"{lead}{what}: {len(bad)} of {g.numel()} entries differ; the first at index "
+                   f"{at}: expected {fmt(w[at])}, got {fmt(g[at])}{tail}")
 
 
-def diagnose(got, want, what, mistakes=(), tol=1e-6):
-    """close(), but when got is wrong and matches what a known mistake computes, say that mistake first.
-    mistakes: (value the mistake would give, message naming it) pairs."""
+def diagnose(got, want, what, mistakes=(), tol=1e-6, hint=""):
+    """close(), but when got is wrong and matches what a known mistake computes, say that mistake
+    first. mistakes: (value the mistake would give, message naming it) pairs."""
     if is_close(got, want, tol):
         return
     for value, message in mistakes:
-        if is_close(got, value, tol):
-            raise Fail(f"{message} ({what}: expected {fmt(as64(want, what))}, got {fmt(as64(got, what))})")
-    close(got, want, what, tol)
+        if value is not None and is_close(got, value, tol):
+            raise Fail(f"{message} ({what}: expected {fmt(as64(want, what))}, "
+                       f"got {fmt(as64(got, what))})")
+    close(got, want, what, tol, hint)
 
 
 def expect(cond, msg):
@@ -88,33 +105,6 @@ def expect(cond, msg):
 
 def finite(x, what, why):
     expect(isinstance(x, torch.Tensor) and bool(torch.isfinite(x).all()), f"{why} ({what} = {fmt(x)})")
-
-
-# -----------------------------------------------------------------------------
-# references in python floats
-
-
-def logsig(z):
-    """log sigmoid(z), stable in both directions."""
-    return -math.log1p(math.exp(-z)) if z >= 0 else z - math.log1p(math.exp(z))
-
-
-def sigmoid(z):
-    return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
-
-
-def lme(xs):
-    """log mean exp of a python list, stable."""
-    m = max(xs)
-    return m + math.log(sum(math.exp(x - m) for x in xs) / len(xs))
-
-
-def lae(a, b):
-    """log(exp(a) + exp(b)), stable; -inf allowed."""
-    if a == -math.inf:
-        return b
-    m = max(a, b)
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
 def rand_list(shape, lo, hi, seed):
@@ -128,17 +118,9 @@ def t64(rows, grad=False):
     return torch.tensor(rows, dtype=torch.float64, requires_grad=grad)
 
 
-def pairs_of(chosen, rejected):
-    """[(i, j, chosen_i, rejected_ij)] for rejected given as (N,) or (N, B) nested lists."""
-    out = []
-    for i, c in enumerate(chosen):
-        row = rejected[i] if isinstance(rejected[i], list) else [rejected[i]]
-        out += [(i, j, c, r) for j, r in enumerate(row)]
-    return out
-
-
 def loss_and_metrics(out, fn_name, n=2):
-    """Unpack a loss function's (loss, metrics) or (loss, new_log_u, metrics), checking its shape first."""
+    """Unpack a loss function's (loss, metrics) or (loss, new_log_u, metrics), checking its shape
+    first."""
     if not (isinstance(out, tuple) and len(out) == n):
         what = "(loss, metrics)" if n == 2 else "(loss, new_log_u, metrics)"
         raise Fail(f"{fn_name} should return a tuple {what}; got {type(out).__name__}"
@@ -154,14 +136,14 @@ def loss_and_metrics(out, fn_name, n=2):
 
 def backward(loss, fn_name):
     if not loss.requires_grad:
-        raise Fail(f"{fn_name}: the loss carries no gradient (an .item(), a .detach(), torch.no_grad or python "
-                   "floats on the way?)")
+        raise Fail(f"{fn_name}: the loss carries no gradient (an .item(), a .detach(), torch.no_grad "
+                   "or python floats on the way?)")
     loss.backward()
 
 
 def grad_of(t, what):
     if t.grad is None:
-        raise Fail(f"{what}: no gradient reached it (it should)")
+        raise Fail(f"{what}: no gradient reached it (a .detach() or torch.no_grad on its way?)")
     return t.grad
 
 
@@ -169,8 +151,34 @@ def check_metrics(met, want, fn_name, tol=1e-5):
     for k, v in want.items():
         expect(k in met, f'{fn_name}: metrics has no "{k}" (it has {sorted(met)})')
         expect(isinstance(met[k], torch.Tensor) and met[k].dim() == 0 and not met[k].requires_grad,
-               f'{fn_name}: metrics["{k}"] should be a detached 0-d tensor (the trainer all-reduces them), got {met[k]!r}')
-        close(met[k], v, f'metrics["{k}"]', tol)
+               f'{fn_name}: metrics["{k}"] should be a detached 0-d tensor (the trainer all-reduces '
+               f"them), got {met[k]!r}")
+        close(met[k], v, f'metrics["{k}"]', tol, "a metric is the mean over the batch (pairs for "
+              "DPO and ASFT), of the detached values")
+
+
+# -----------------------------------------------------------------------------
+# public cases: fixed inputs, their expected outputs and what the usual mistakes give
+
+
+def public_cases(name):
+    """exercises/cases/NAME.json: a list of cases, each its inputs plus "want" (the expected
+    outputs and, under "mistakes", [value, message] pairs). The teacher's make_cases writes them."""
+    path = os.path.join(HERE, "cases", f"{name}.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)["cases"]
+
+
+def mistakes_of(want, key):
+    """The (value, message) pairs a case stores for output `key`."""
+    return [(v, msg) for v, msg in want.get("mistakes", {}).get(key, [])]
+
+
+def case_checks(name, compare, m, label="public case"):
+    """One check per public case of exercise `name`: compare(m, case, case["want"])."""
+    return [(f"{label}: {c['name']}", (lambda c=c: compare(m, c, c["want"]))) for c in public_cases(name)]
 
 
 # -----------------------------------------------------------------------------
@@ -181,13 +189,14 @@ def answers(m, *args):
     """The student's answers: a dict ANSWERS, or a function answers(*args) returning one."""
     a = m.answers(*args) if callable(getattr(m, "answers", None)) else getattr(m, "ANSWERS", None)
     if not isinstance(a, dict):
-        raise Fail("your file should define a dict ANSWERS = {...} (or a function answers(...) returning one)")
+        raise Fail("your file should define a dict ANSWERS = {...} (or a function answers(...) "
+                   "returning one)")
     return a
 
 
 def get(a, key):
     """ANSWERS[key]; an empty answer means the exercise is not done yet (reported as unsolved)."""
-    if a.get(key) is None:
+    if a.get(key) is None or (isinstance(a[key], str) and not a[key].strip()):
         raise NotImplementedError(f'ANSWERS["{key}"] is not filled in yet')
     return a[key]
 
@@ -200,19 +209,53 @@ def number(a, key):
         raise Fail(f'ANSWERS["{key}"] should be a number, got {v!r}') from None
 
 
+def numbers(a, key, n):
+    """ANSWERS[key] as a list of n floats."""
+    v = get(a, key)
+    try:
+        out = [float(x) for x in v]
+    except (TypeError, ValueError):
+        raise Fail(f'ANSWERS["{key}"] should be a list of {n} numbers, got {v!r}') from None
+    expect(len(out) == n, f'ANSWERS["{key}"] should be a list of {n} numbers, got {len(out)}: {v!r}')
+    return out
+
+
 def word(v):
     return str(v).strip().lower().strip("().'\"")
 
 
+def one_of(a, key, options):
+    """A short answer that must be one of `options` ("up", "down", "same"): checked for its form
+    here, for its value against the teacher's key."""
+    got = word(get(a, key))
+    expect(got in options, f'ANSWERS["{key}"] should be one of '
+           f'{", ".join(repr(o) for o in options)}, got {got!r}')
+    return got
+
+
+def written(a, key, min_words=15):
+    """A written answer, graded by the teacher with the rubric (exercises/teacher/rubric.md): the
+    check only makes sure there is one, of a few sentences, and returns it for the grade sheet."""
+    text = get(a, key)
+    expect(isinstance(text, str), f'ANSWERS["{key}"] should be a few sentences in a string, got '
+           f"{type(text).__name__}")
+    n = len(text.split())
+    expect(n >= min_words, f'ANSWERS["{key}"] has {n} words: write the argument out, in at least '
+           f"{min_words} words (the teacher grades it with the rubric)")
+    return " ".join(text.split())
+
+
 def digest(exercise, key, value):
-    """The stored form of a multiple-choice answer: the answer key itself is not kept in the checker."""
+    """The stored form of a multiple-choice answer (exercise sft_vs_dft, until it is re-keyed)."""
     return hashlib.sha256(f"nanodft:{exercise}:{key}:{word(value)}".encode()).hexdigest()[:16]
 
 
 def choice(a, exercise, key, options, sha, hint):
-    """Check a multiple-choice answer against its digest; a wrong one gets a hint, not the answer."""
+    """A multiple-choice answer checked against its digest (exercise sft_vs_dft, until it is
+    re-keyed: exercises/teacher/sft_vs_dft.py)."""
     got = word(get(a, key))
-    expect(got in options, f'ANSWERS["{key}"] should be one of {", ".join(repr(o) for o in options)}, got {got!r}')
+    expect(got in options, f'ANSWERS["{key}"] should be one of {", ".join(repr(o) for o in options)}, '
+           f"got {got!r}")
     expect(digest(exercise, key, got) == sha, f'ANSWERS["{key}"] = {got!r} is not it. Hint: {hint}')
 
 
@@ -225,17 +268,19 @@ def gated(state, key):
     def deco(fn):
         def thunk():
             try:
-                fn()
+                out = fn()
             except NotImplementedError:
                 state[key] = "unsolved"
                 raise
             state[key] = "ok"
+            return out
         return thunk
     return deco
 
 
 def require(state, key, what):
-    """Skip a check unless the check recorded under key passed; what: the advice, e.g. 'make X work'."""
+    """Skip a check unless the check recorded under key passed; what: the advice, e.g. 'make X
+    work'."""
     if state.get(key) == "unsolved":
         raise NotImplementedError(f"not run: first {what}")
     if state.get(key) != "ok":

@@ -1,11 +1,12 @@
 """
 Exercise negatives: DFT's negatives, reproducible per example (docs/ALGORITHMS.md, "Negatives").
 
-Write two small functions of sample.py that decide which negatives an example gets:
-  example_seed(seed, i)  the seed of example i's random numbers: from (seed, i) alone, so its
-                         negatives do not depend on the batch it is sampled in, the rank that samples
-                         it, or a restart; a non-negative integer that torch.Generator accepts
-  epoch_slice(negs, e, B) the B negatives of one example that epoch e uses: [e*B, (e+1)*B)
+Write two small functions of negatives.py that decide which negatives an example gets:
+  example_seed(seed, i)    the seed of example i's random numbers: from (seed, i) alone, so its
+                           negatives do not depend on the batch it is sampled in, the rank that
+                           samples it, or a restart; a non-negative integer torch.Generator accepts
+  epoch_columns(epoch, B)  which of an example's negatives epoch e uses, as a slice of its list:
+                           [e*B, (e+1)*B)
 
 The checker also runs the project's sample_negatives with your example_seed on a tiny random model, in
 batches of two sizes, and compares what each example gets.
@@ -29,9 +30,10 @@ from exercises.lib import Fail, expect, gated, require
 TITLE = "negatives reproducible per example: seeds from (seed, i) alone, and epoch slices"
 TIME = 20
 OBJECTIVE = "make sampled data independent of batching, sharding and restarts, and give each epoch fresh negatives"
-READ = (("docs/ALGORITHMS.md", "Negatives"), ("sample.py", "sample_negatives"), ("sample.py", "_sample_batches"))
-TARGETS = (("sample", "example_seed"), ("sample", "epoch_slice"))
-NEEDS = ("example_seed", "epoch_slice")
+READ = (("docs/ALGORITHMS.md", "Negatives"), ("negatives.py", "sample_negatives"),
+        ("negatives.py", "_sample_batch"))
+TARGETS = (("negatives", "example_seed"), ("negatives", "epoch_columns"))
+NEEDS = ("example_seed", "epoch_columns")
 LIMIT = 60
 GRID = [(s, i) for s in range(4) for i in range(1500)]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +57,7 @@ def fresh_process(impl, pairs):
     code = ("import importlib.util, json, sys\nsys.path.insert(0, sys.argv[1])\nif sys.argv[2]:\n"
             "    spec = importlib.util.spec_from_file_location('impl', sys.argv[2])\n"
             "    mod = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(mod)\n"
-            "else:\n    import sample as mod\n"
+            "else:\n    import negatives as mod\n"
             "print(json.dumps([mod.example_seed(s, i) for s, i in json.loads(sys.argv[3])]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", code, ROOT, impl or "", json.dumps(pairs)], capture_output=True,
@@ -67,7 +69,12 @@ def fresh_process(impl, pairs):
 
 def slices(m, n, B):
     negs = [("neg", k) for k in range(n)]
-    out = [list(m.epoch_slice(negs, e, B)) for e in range(n // B)]
+    out = []
+    for e in range(n // B):
+        cols = m.epoch_columns(e, B)
+        expect(isinstance(cols, slice), f"epoch_columns({e}, {B}) = {cols!r}: return a slice "
+               "(train.py indexes each example's list of negatives with it)")
+        out.append(negs[cols])
     for e, got in enumerate(out):
         want = negs[e * B:(e + 1) * B]
         if got != want:
@@ -75,8 +82,8 @@ def slices(m, n, B):
             hint = ("epoch e takes the consecutive block [e*B, (e+1)*B), not every B-th negative" if got == strided else
                     "every epoch must see fresh negatives: epoch e starts at e*B" if e and got == negs[:B] else
                     "epoch e takes negatives [e*B, (e+1)*B)")
-            raise Fail(f"{hint} (epoch_slice of {n} negatives, epoch {e}, B = {B}: expected positions "
-                       f"{[k for _, k in want]}, got {[x[1] if isinstance(x, tuple) else x for x in got]})")
+            raise Fail(f"{hint} (epoch_columns of {n} negatives, epoch {e}, B = {B}: expected "
+                       f"positions {[k for _, k in want]}, got {[k for _, k in got]})")
 
 
 def checks(m, opts):
@@ -128,9 +135,10 @@ def checks(m, opts):
 
     def end_to_end():
         require(state, "order", "make example_seed the same from call to call")
+        from common import file_sha256
         from data.format import load_jsonl
         from model import load_model
-        from sample import NegativeSettings, load_negatives, sample_negatives
+        from negatives import NegativeSettings, Origin, header_of, read_negatives, sample_negatives
 
         model = load_model("scratch", "cpu", "tiny", seed=0).eval()
         with tempfile.TemporaryDirectory() as d:
@@ -139,13 +147,14 @@ def checks(m, opts):
                 for k in range(5):
                     f.write(json.dumps({"prompt": f"Question: {k} + {k}?\nAnswer:", "response": f" {2 * k}"}) + "\n")
             records = load_jsonl(data).records
+            origin = Origin(data, file_sha256(data), len(records), "scratch", "tiny-0")
             got = {}
             for bs, seed in ((4, 0), (20, 0), (20, 1)):
                 s = NegativeSettings(B=2, epochs=2, max_new_tokens=5, temperature=1.0, top_k=0, seed=seed, batch_size=bs)
                 path = os.path.join(d, f"negs-{bs}-{seed}.jsonl")
                 with contextlib.redirect_stderr(io.StringIO()):  # its progress lines
-                    sample_negatives(model, records, path, s, data, "scratch", init_sha="tiny-0")
-                got[bs, seed] = load_negatives(path, data, len(records), 4)
+                    sample_negatives(model, records, path, s, origin)
+                got[bs, seed] = read_negatives(path, header_of(s, origin))
         expect(got[4, 0] == got[20, 0], "with your example_seed, sample_negatives gives an example other negatives when "
                "it is sampled in a batch of 1 prompt than in a batch of 5: example i's numbers must come from (seed, i) alone")
         expect(got[20, 0] != got[20, 1], "with your example_seed, --seed 0 and --seed 1 give the same negatives: "
@@ -160,7 +169,7 @@ def checks(m, opts):
             ("... and the same after a restart (a fresh python process)", restart),
             ("different examples and seeds get different random numbers", distinct),
             ("sample_negatives: an example's negatives do not depend on its batch", end_to_end),
-            ("epoch_slice: epoch e takes negatives [e*B, (e+1)*B)", epochs)]
+            ("epoch_columns: epoch e takes negatives [e*B, (e+1)*B)", epochs)]
 
 
 def run_case(m, c):

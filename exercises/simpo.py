@@ -11,6 +11,8 @@ hands register a copy of losses.LOSSES and swaps it in only while it runs comput
 Hidden cases (--cases): {"name": ..., "chosen": [N], "rejected": [N] or [N][B], "beta": float,
 "gamma": float}; value and gradients are compared with the checker's float64 reference.
 """
+import inspect
+
 import torch
 
 from exercises.lib import (backward, close, diagnose, expect, fmt, grad_of, logsig, loss_and_metrics, pairs_of,
@@ -65,6 +67,12 @@ class PatchedRegistry:
     def __exit__(self, *exc):
         self.losses.LOSSES = self.saved
         return False
+
+
+def arguments(fn, hparams):
+    """fn's arguments that are not hyperparameters, in order: what LossSpec.inputs maps to batch
+    keys."""
+    return [k for k in inspect.signature(fn).parameters if k not in hparams]
 
 
 def run(m, aw, al, grad=False, **kw):
@@ -125,8 +133,10 @@ def checks(m, opts):
                    "LossSpec.hparams maps each name to losses.HParam(default, help, ...): train.py builds its --flags and "
                    f"their checks from them; got {s.hparams!r}")
             expect(dict(s.defaults) == DEFAULTS, f"defaults should be {DEFAULTS}, got {s.defaults}")
-            expect(tuple(s.inputs) == ("pos", "neg"), "SimPO reads the positives and the negatives (rejected), in the "
-                   f"order of simpo_loss's arguments, and nothing else: inputs should be ('pos', 'neg'), got {s.inputs!r}")
+            want = dict(zip(arguments(m.simpo_loss, s.hparams), ("pos", "neg")))
+            expect(s.inputs == want, "SimPO reads the positives and the negatives (rejected), and "
+                   "nothing else: inputs maps each argument of simpo_loss to the batch key it "
+                   f"takes, so inputs should be {want!r}, got {s.inputs!r}")
             want = dict(needs_ref=(), length_normalized=True, stateful=False, step_mean="prompts", pairs_with_rejected=True)
             for k, v in want.items():
                 expect(getattr(s, k) == v, f"LossSpec.{k} should be {v!r} for SimPO, got {getattr(s, k)!r}")

@@ -162,6 +162,74 @@ def test_cli(tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_generated_split_problems_check(seed):
-    for recs in generate_splits(seed=seed, sizes={"base": 300, "train": 50, "val": 20, "test": 20}).values():
-        for p in recs:
+    sizes = {"base": 300, "train": 50, "val": 20, "test": 20}
+    splits = generate_splits(seed=seed, sizes=sizes)
+    for split in ("train", "val", "test"):  # the fine-tuning and held-out splits are clean
+        for p in splits[split]:
             check_problem(p)
+    # the base split holds the same problems as with no flaw, each worked answer either whole or
+    # stopped one step short (arith.flawed), at about FLAW_RATE
+    clean = generate_splits(seed=seed, sizes=sizes, flaw_rate=0)["base"]
+    assert len(splits["base"]) == len(clean) == sizes["base"]
+    short = 0
+    for p, whole in zip(splits["base"], clean):
+        check_problem(whole)
+        short += p != whole
+        assert p in (whole, arith.stop_early(whole))
+        assert (p == whole) == is_correct(p["response"], whole["response"])
+    assert abs(short / len(clean) - arith.FLAW_RATE) < 0.1
+
+
+def test_checker_helpers_and_grade():
+    """The task's checker as the rest of the project uses it: which field holds the gold answer,
+    whether every one is checkable, and per text (correct, identical to the gold answer)."""
+    sft = [{"prompt": "Q", "response": " 1 + 1 = 2. The answer is 2."}]
+    pref = [{"prompt": "Q", "chosen": " The answer is 2.", "rejected": " The answer is 3."}]
+    assert arith.gold_key(sft) == "response" and arith.gold_key(pref) == "chosen"
+    assert arith.has_checker(sft) and arith.has_checker(pref)
+    unchecked = sft + [{"prompt": "Q", "response": " hello"}]
+    assert not arith.has_checker(unchecked)
+    with pytest.raises(ValueError, match="--x needs checkable answers"):
+        arith.require_checker(unchecked, "--x")
+    gold = sft[0]["response"]
+    texts = [[(" The answer is 2.", True), (gold, True), (gold, False),
+              (" The answer is 3.", True)]]
+    # identical needs the same text AND its end (EOT): a cut-off copy is not the answer given
+    assert arith.grade(sft, texts) == [[(True, False), (True, True), (True, False), (False, False)]]
+
+
+def test_stop_early_is_the_answer_before_the_last_step():
+    p = {"prompt": "Q", "response": " 7 + 5 = 12. 12 - 3 = 9. 9 * 2 = 18. The answer is 18.",
+         "answer": 18}
+    short = arith.stop_early(p)
+    assert short["response"] == " 7 + 5 = 12. 12 - 3 = 9. The answer is 9." and short["answer"] == 9
+    assert arith.mistake(short["response"], p["response"]) == "stops early"
+
+
+def test_the_flaw_is_in_the_base_split_only_and_stable_under_its_size():
+    small = generate_splits(seed=0, sizes={"base": 300, "train": 50, "val": 20, "test": 20})
+    large = generate_splits(seed=0, sizes={"base": 900, "train": 50, "val": 20, "test": 20})
+    # the first N base problems are flawed the same way whatever the split's size
+    assert large["base"][:300] == small["base"]
+    for split in ("train", "val", "test"):  # the splits a method is trained and judged on are clean
+        for p in small[split]:
+            assert arith.mistake(p["response"], p["response"]) == "correct"
+            assert len(arith.STEP.findall(p["response"])) in (2, 3)
+    kinds = [arith.mistake(p["response"], q["response"])
+             for p, q in zip(small["base"], generate_splits(
+                 seed=0, sizes={"base": 300, "train": 50, "val": 20, "test": 20},
+                 flaw_rate=0)["base"])]
+    assert set(kinds) == {"correct", "stops early"}
+    assert generate_splits(seed=0, sizes={"base": 300}, flaw_rate=0)["base"] != small["base"]
+
+
+def test_mistake_kinds():
+    gold = " 7 + 5 = 12. 12 - 3 = 9. The answer is 9."
+    cases = {gold: "correct", " 7 + 5 = 12. The answer is 12.": "stops early",
+             " 7 + 5 = 13. 13 - 3 = 10. The answer is 10.": "arithmetic slip",
+             " 7 + 6 = 13. 13 - 3 = 10. The answer is 10.": "wrong step",
+             " 7 + 5 = 12. 12 - 3 = 9. 9 + 1 = 10. The answer is 10.": "extra step",
+             " The answer is 8.": "no working", " 7 + 5 = 12.": "no answer"}
+    for completion, kind in cases.items():
+        assert arith.mistake(completion, gold) == kind, completion
+    assert set(cases.values()) == set(arith.MISTAKES)

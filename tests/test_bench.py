@@ -12,7 +12,7 @@ import bench
 from data.format import collate
 from data.tokenizer import EOT
 from model import GPT, config_for, model_flops, peak_flops
-from sample import generate
+from sample import Decoding, generate
 
 
 def test_synthetic_groups_count_real_tokens_only():
@@ -87,8 +87,9 @@ def test_static_decode_equals_growing_decode():
     m = GPT(config_for("tiny")).eval()
     prompts = [[1, 2, 3, 4, 5], [7], [9] * 9]  # left-padded to different lengths
     for temperature in (0.0, 0.9):
-        a = generate(m, prompts, 20, temperature, 50, generator=torch.Generator().manual_seed(1))
-        b = generate(m, prompts, 20, temperature, 50, generator=torch.Generator().manual_seed(1), decode=m.decode_static)
+        growing, static = Decoding(temperature, 50), Decoding(temperature, 50, static=True)
+        a = generate(m, prompts, 20, growing, generator=torch.Generator().manual_seed(1))
+        b = generate(m, prompts, 20, static, generator=torch.Generator().manual_seed(1))
         assert a == b
 
 

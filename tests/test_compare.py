@@ -3,6 +3,7 @@ pairs file built from base samples the checker marks wrong, results.json complet
 nothing, an interrupted run resumes, and --report rebuilds the tables and the README block; and
 train.py --neg-filter keeps wrong negatives only (or says the data has no checker)."""
 import json
+import math
 import os
 import shutil
 
@@ -29,43 +30,52 @@ def tiny(tmp_path_factory):
 
 def cmp_args(d, *extra):
     a = d / "arith"
-    return ["--init", str(d / "base"), "--train-data", str(a / "train.jsonl"), "--base-data", str(a / "base.jsonl"),
-            "--val-data", str(a / "val.jsonl"), "--test-data", str(a / "test.jsonl"), "--out", str(d / "out"),
-            "--negatives-dir", str(d / "negs"), "--plot", str(d / "curves.png"), "--readme", str(d / "README.md"),
-            "--methods", "base", "sft", "dft", "sft>dpo", "--ablations", "dft-noneg", "--lrs", "1e-3", "3e-3",
-            "--pref-lrs", "1e-3", "--seeds", "2", "--train-args",
-            "--batch-size 8 --micro-batch-size 8 --epochs 1 --neg-max-new-tokens 6 --eval-max-new-tokens 4", *extra]
+    return ["--init", str(d / "base"), "--train-data", str(a / "train.jsonl"),
+            "--base-data", str(a / "base.jsonl"), "--val-data", str(a / "val.jsonl"),
+            "--test-data", str(a / "test.jsonl"), "--out", str(d / "out"),
+            "--negatives-dir", str(d / "negs"), "--plot", str(d / "curves.png"),
+            "--readme", str(d / "README.md"),
+            "--methods", "base", "sft", "dft", "sft>dpo", "--ablations", "dft-noneg",
+            "--lrs", "1e-3", "3e-3", "--max-extend", "0", "--seeds", "2", "--pairs", "sft:dft",
+            "--paired-seeds", "2", "--train-args",
+            "--batch-size 8 --micro-batch-size 8 --epochs 1 --neg-max-new-tokens 6 "
+            "--eval-max-new-tokens 4", *extra]
 
 
 def test_protocol_is_complete_and_resumable(tiny, monkeypatch, capsys):
     d = tiny
     (d / "README.md").write_text(f"# x\n{compare.MARK[0]}\nold\n{compare.MARK[1]}\nrest\n")
     res = compare.main(cmp_args(d))
-    runs = res["runs"]
-    assert set(res["chosen_lr"]) == {"sft", "dft", "sft>dpo"} and res["chosen_lr"]["sft>dpo"] == 1e-3
-    for m in ("sft", "dft"):  # the grid on val, then seeds 0 and 1 at the chosen lr on test
-        assert {"val"} <= set(runs[f"{m}/lr0.001-s0"]) and {"val"} <= set(runs[f"{m}/lr0.003-s0"])
-        lr = res["chosen_lr"][m]
-        assert all("test" in runs[f"{m}/lr{lr:g}-s{s}"] for s in (0, 1))
-        assert res["chosen_lr"][m] == compare.choose_lr(res, m, [1e-3, 3e-3])
-    assert all("test" in runs[f"dft-noneg/lr{res['chosen_lr']['dft']:g}-s{s}"] for s in (0, 1))
+    runs, chosen = res["runs"], res["chosen_lr"]
+    assert set(chosen) == {"sft", "dft", "sft>dpo"}
+    for m in ("sft", "dft", "sft>dpo"):  # the grid on val (--max-extend 0: it does not grow), then
+        # seeds 0 and 1 at the chosen lr on test
+        assert res["grid"][m] == [1e-3, 3e-3]
+        assert all("val" in runs[compare.run_id(m, lr, 0)] for lr in (1e-3, 3e-3))
+        assert all("test" in runs[compare.run_id(m, chosen[m], s)] for s in (0, 1))
+        assert chosen[m] == compare.choose_lr(res, m, [1e-3, 3e-3])
+    assert all("test" in runs[compare.run_id("dft-noneg", chosen["dft"], s)] for s in (0, 1))
     assert "val" in runs["base"] and "test" in runs["base"]
-    # sft>dpo started from the SFT model of its seed, on pairs whose rejected answers the checker marks wrong
-    cfg = json.load(open(d / "out" / "sft>dpo" / "lr0.001-s1" / "config.json"))
-    assert cfg["init"].endswith(os.path.join("sft", f"lr{res['chosen_lr']['sft']:g}-s1", "final"))
+    # sft>dpo started from the SFT model of its seed, on pairs whose rejected answers the checker
+    # marks wrong
+    flags = compare.get_args(cmp_args(d))
+    cfg = json.load(open(os.path.join(compare.run_dir(flags, "sft>dpo", chosen["sft>dpo"], 1),
+                                      "config.json")))
+    assert cfg["init"] == os.path.join(compare.run_dir(flags, "sft", chosen["sft"], 1), "final")
     pairs = load_jsonl(str(d / "out" / "pairs.jsonl")).records
     assert pairs and all(not arith.is_correct(p["rejected"], p["chosen"]) for p in pairs)
     assert json.load(open(d / "out" / "results.json")) == json.loads(json.dumps(res))
     # the README block and the plot are rebuilt from results.json
     readme = (d / "README.md").read_text()
     assert "old" not in readme and "| sft | " in readme and readme.endswith("rest\n")
+    assert "| dft − sft | " in readme  # the paired comparison, seed by seed
     # a second run trains nothing
     calls = []
     monkeypatch.setattr(train, "main", lambda a: calls.append(a))
     assert compare.main(cmp_args(d))["runs"] == runs and not calls
     monkeypatch.undo()
     # an interrupted run (its final/ not written, its score not saved) resumes from its checkpoint
-    rid = f"dft/lr{res['chosen_lr']['dft']:g}-s1"
+    rid = compare.run_id("dft", chosen["dft"], 1)
     shutil.rmtree(d / "out" / rid / "final")
     saved = json.load(open(d / "out" / "results.json"))
     del saved["runs"][rid]["test"]
@@ -74,21 +84,65 @@ def test_protocol_is_complete_and_resumable(tiny, monkeypatch, capsys):
     monkeypatch.setattr(train, "main", lambda a: (seen.append(a), real(a))[1])
     again = compare.main(cmp_args(d))
     assert len(seen) == 1 and "--resume" in seen[0] and "test" in again["runs"][rid]
-    assert "plan: 10 training runs" in capsys.readouterr().out
+    assert "plan: 16 scorings (1 to do)" in capsys.readouterr().out
+    # the results belong to one setup: other --train-args are refused before any work
+    monkeypatch.setattr(train, "main", lambda a: calls.append(a))
+    other = cmp_args(d)
+    other[-1] += " --warmup 0.2"
+    with pytest.raises(ValueError, match=r"results of another setup \(differs in: train_args\)"):
+        compare.main(other)
+    assert not calls
 
 
 def test_plan_runs_nothing(tiny, capsys):
     res = compare.main(cmp_args(tiny, "--plan", "--out", str(tiny / "plan")))
-    assert res == {"runs": {}, "chosen_lr": {}} and not (tiny / "plan" / "results.json").exists()
-    assert "grid  sft" in capsys.readouterr().out
+    assert res["runs"] == {} and res["chosen_lr"] == {}
+    assert not (tiny / "plan" / "results.json").exists()
+    out = capsys.readouterr().out
+    assert "plan: 16 scorings (16 to do)" in out and "grid  sft " in out
 
 
 def test_bad_protocol_flags(tiny, capsys):
-    for extra, says in ((["--seeds", "0"], "--seeds must be >= 1"), (["--methods", "sft>dpo", "--ablations"], "add sft to --methods"),
-                        (["--methods", "sft", "--ablations", "dft-B8"], "add dft to --methods")):
+    for extra, says in ((["--seeds", "0"], "--seeds must be >= 1"),
+                        (["--methods", "sft>dpo", "--ablations"], "add sft to --methods"),
+                        (["--methods", "sft", "--ablations", "dft-B8"], "add dft to --methods"),
+                        (["--pairs", "sft:dft2"], "--pairs sft:dft2: expected A:B with both among"),
+                        (["--train-args", "--lr 1"], "--train-args --lr: compare.py sets it"),
+                        (["--train-args", "--bogus 1"], "unrecognized arguments: --bogus")):
         with pytest.raises(SystemExit):
             run_main(lambda: compare.main(cmp_args(tiny, *extra)))
         assert says in capsys.readouterr().err
+
+
+def fake_scores(best):
+    """compare.record standing in for training: a run's validation exact match peaks at
+    lr = best."""
+    def record(ctx, stage, method, lr, seed):
+        score = -abs(math.log10(lr) - math.log10(best))
+        row = {"method": method, "lr": lr, "seed": seed, "val": {"exact_match": score, "nll": 1.0}}
+        ctx.results["runs"][compare.run_id(method, lr, seed)] = row
+    return record
+
+
+@pytest.mark.parametrize("max_extend", [3, 1, 0])
+def test_grid_grows_past_a_winning_end(monkeypatch, max_extend):
+    """A chosen lr at an end of the grid is no choice: the grid grows by half-decade steps past that
+    end until the best lr is inside, at most --max-extend times; then the best lr that was run is
+    chosen."""
+    monkeypatch.setattr(compare, "record", fake_scores(best=10 ** -2.5))
+    args = compare.get_args(["--lrs", "1e-4", str(10 ** -3.5), "--max-extend", str(max_extend),
+                             "--methods", "sft", "--ablations", "--pairs"])
+    ctx = compare.Context(args, {"runs": {}, "chosen_lr": {}, "grid": {}}, None)
+    chosen = compare.grid_search(ctx, "sft")
+    grid = ctx.results["grid"]["sft"]
+    assert all(compare.run_id("sft", lr, 0) in ctx.results["runs"] for lr in grid)  # every lr ran
+    assert len(grid) == 2 + max_extend and chosen == compare.choose_lr(ctx.results, "sft", grid)
+    if max_extend == 3:  # 1e-3.5 -> 1e-3 -> 1e-2.5 -> 1e-2: the best is inside
+        assert chosen == pytest.approx(10 ** -2.5) and compare.brackets(grid, chosen)
+    else:  # out of extensions: the best that ran, still at the end
+        assert chosen == max(grid) and not compare.brackets(grid, chosen)
+    assert compare.grow_grid([1.0, 2.0], 1.0) == [1 / compare.HALF_DECADE, 1.0, 2.0]
+    assert compare.grow_grid([1.0, 2.0, 3.0], 2.0) == [1.0, 2.0, 3.0]
 
 
 def test_neg_filter_wrong(setup, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -107,6 +161,9 @@ def test_neg_filter_wrong(setup, tmp_path, capsys, monkeypatch):  # noqa: F811
     plain.write_text("".join(json.dumps({"prompt": f"Say {i}", "response": " hello"}) + "\n" for i in range(16)))
     a[a.index("--data") + 1] = str(plain)
     a[a.index("--out-dir") + 1] = str(tmp_path / "run2")
+    capsys.readouterr()
     with pytest.raises(SystemExit):
         run_main(lambda: train.main(a))
-    assert "--neg-filter wrong needs checkable answers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --neg-filter wrong (on {plain}) needs checkable answers")
+    assert err.count("\n") == 1  # nothing was sampled

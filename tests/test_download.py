@@ -14,10 +14,11 @@ import threading
 import pytest
 
 from data import download as dl
-from data.download import DownloadError, cache_dir, download, hf_url
+from data.download import DownloadError, Expect, Fetch, cache_dir, download, hf_url
 
 DATA = random.Random(0).randbytes(300_000)  # random bytes: a misplaced byte cannot go unnoticed
 SHA = hashlib.sha256(DATA).hexdigest()
+QUIET = Fetch(quiet=True)
 
 
 @pytest.fixture(autouse=True)
@@ -47,10 +48,10 @@ def test_resume_after_cut_connection(local_server, tmp_path):
     url = local_server.add("f.bin", DATA, etag=True, cut_after=100_000)
     dest = tmp_path / "f.bin"
     with pytest.raises(DownloadError, match="run again to resume"):
-        download(url, dest, retries=0, quiet=True)
+        download(url, dest, fetch=Fetch(retries=0, quiet=True))
     assert not dest.exists()
     assert read(str(dest) + ".partial") == DATA[:100_000]
-    download(url, dest, quiet=True)
+    download(url, dest, fetch=QUIET)
     assert read(dest) == DATA and not os.path.exists(str(dest) + ".partial")
     gets = local_server.gets()
     assert len(gets) == 2 and "Range" not in gets[0]["headers"]
@@ -60,7 +61,7 @@ def test_resume_after_cut_connection(local_server, tmp_path):
 def test_resume_within_one_call(local_server, tmp_path):
     url = local_server.add("f.bin", DATA, etag=True, cut_after=123_456, cut_times=2)
     dest = tmp_path / "f.bin"
-    download(url, dest, retries=2, quiet=True)
+    download(url, dest, fetch=Fetch(retries=2, quiet=True))
     assert read(dest) == DATA
     ranges = [r["headers"].get("Range") for r in local_server.gets()]
     assert ranges == [None, "bytes=123456-", "bytes=246912-"]
@@ -72,7 +73,7 @@ def test_server_without_range_support_restarts_from_zero(local_server, tmp_path)
     stale = b"stale bytes that must not end up in the file"
     with open(str(dest) + ".partial", "wb") as f:
         f.write(stale)
-    download(url, dest, quiet=True)
+    download(url, dest, fetch=QUIET)
     assert read(dest) == DATA
     assert local_server.gets()[0]["headers"]["Range"] == f"bytes={len(stale)}-"
 
@@ -81,7 +82,7 @@ def test_corrupted_file_rejected_by_etag(local_server, tmp_path):
     url = local_server.add("f.bin", DATA, etag=True, corrupt=True)
     dest = tmp_path / "f.bin"
     with pytest.raises(DownloadError) as e:
-        download(url, dest, quiet=True)
+        download(url, dest, fetch=QUIET)
     msg = str(e.value)
     assert f"sha256 mismatch for {url}: got " in msg and f"expected {SHA}" in msg
     assert "the partial file was removed, run again" in msg
@@ -95,18 +96,18 @@ def test_corrupted_file_rejected_after_resume(local_server, tmp_path):
     with open(str(dest) + ".partial", "wb") as f:
         f.write(b"X" * 10)  # a wrong prefix from an earlier run
     with pytest.raises(DownloadError, match="sha256 mismatch"):
-        download(url, dest, retries=1, quiet=True)
+        download(url, dest, fetch=Fetch(retries=1, quiet=True))
     assert not dest.exists() and not os.path.exists(str(dest) + ".partial")
 
 
 def test_expected_sha256_and_size(local_server, tmp_path):
     url = local_server.add("plain.bin", DATA)  # no ETag: only the caller's values can catch a bad file
     with pytest.raises(DownloadError, match="sha256 mismatch.*from expected_sha256"):
-        download(url, tmp_path / "x", expected_sha256="0" * 64, quiet=True)
+        download(url, tmp_path / "x", expect=Expect(sha256="0" * 64), fetch=QUIET)
     with pytest.raises(DownloadError, match="size mismatch"):
-        download(url, tmp_path / "y", expected_size=len(DATA) + 1, quiet=True)
+        download(url, tmp_path / "y", expect=Expect(size=len(DATA) + 1), fetch=QUIET)
     assert os.listdir(tmp_path) == []
-    download(url, tmp_path / "z", expected_size=len(DATA), expected_sha256=SHA.upper(), quiet=True)
+    download(url, tmp_path / "z", expect=Expect(size=len(DATA), sha256=SHA.upper()), fetch=QUIET)
     assert read(tmp_path / "z") == DATA
 
 
@@ -118,24 +119,24 @@ def test_hub_redirect_uses_x_linked_etag_not_cdn_etag(local_server, tmp_path):
     linked = {"X-Linked-Etag": f'"{SHA}"', "X-Linked-Size": str(len(DATA))}
     good = local_server.redirect("m/resolve/main/good", "cdn/good", linked)
     bad = local_server.redirect("m/resolve/main/bad", "cdn/bad", linked)
-    download(good, tmp_path / "good", quiet=True)
+    download(good, tmp_path / "good", fetch=QUIET)
     assert read(tmp_path / "good") == DATA
     # a redirect carrying only ETag (the hub's own answer): that one counts, the CDN's does not
     plain = local_server.redirect("m/resolve/main/plain", "cdn/good", {"ETag": f'"{SHA}"'})
-    download(plain, tmp_path / "plain", quiet=True)
+    download(plain, tmp_path / "plain", fetch=QUIET)
     assert read(tmp_path / "plain") == DATA
     with pytest.raises(DownloadError, match=f"expected {SHA}"):
-        download(bad, tmp_path / "bad", quiet=True)
+        download(bad, tmp_path / "bad", fetch=QUIET)
 
 
 def test_etag_trusted_only_from_the_hub(local_server, tmp_path, monkeypatch):
     # a 64-hex ETag from a server other than the hub may be any hash (not the file's sha256)
     monkeypatch.setenv("NANODFT_HF_BASE", "https://hub.invalid")
     url = local_server.add("f.bin", DATA, etag='W/"' + "cd" * 32 + '"')
-    download(url, tmp_path / "f.bin", quiet=True)
+    download(url, tmp_path / "f.bin", fetch=QUIET)
     assert read(tmp_path / "f.bin") == DATA
     with pytest.raises(DownloadError, match="sha256 mismatch"):
-        download(url, tmp_path / "g.bin", trust_etag=True, quiet=True)
+        download(url, tmp_path / "g.bin", expect=Expect(trust_etag=True), fetch=QUIET)
 
 
 def test_etag_parsing():
@@ -152,7 +153,7 @@ def test_404_says_what_to_download_and_where(local_server, tmp_path):
     url = local_server.url + "/missing/file.json"
     dest = tmp_path / "file.json"
     with pytest.raises(DownloadError) as e:
-        download(url, dest, quiet=True)
+        download(url, dest, fetch=QUIET)
     msg = str(e.value)
     assert "HTTP 404" in msg and f"download {url} by hand and save it as {dest}" in msg
     assert not dest.exists()
@@ -165,7 +166,7 @@ def test_unreachable_host_says_what_to_download_and_where(tmp_path):
     url = f"http://127.0.0.1:{port}/openai-community/gpt2/resolve/main/config.json"
     dest = tmp_path / "gpt2" / "config.json"
     with pytest.raises(DownloadError) as e:
-        download(url, dest, quiet=True)
+        download(url, dest, fetch=QUIET)
     msg = str(e.value)
     assert "could not reach the server" in msg
     assert f"download {url} by hand and save it as {dest}" in msg
@@ -176,10 +177,10 @@ def test_existing_file_not_downloaded_again(local_server, tmp_path):
     url = local_server.add("f.bin", DATA)
     dest = tmp_path / "f.bin"
     dest.write_bytes(b"already here")
-    assert download(url, dest, quiet=True) == str(dest)
+    assert download(url, dest, fetch=QUIET) == str(dest)
     assert local_server.requests == [] and read(dest) == b"already here"
     # a wrong size (known to the caller) means an incomplete file from elsewhere: fetch it again
-    download(url, dest, expected_size=len(DATA), quiet=True)
+    download(url, dest, expect=Expect(size=len(DATA)), fetch=QUIET)
     assert read(dest) == DATA and len(local_server.gets()) == 1
 
 
@@ -190,7 +191,7 @@ def test_concurrent_callers_download_once(local_server, tmp_path):
 
     def worker():
         try:
-            download(url, dest, quiet=True)
+            download(url, dest, fetch=QUIET)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 

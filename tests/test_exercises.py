@@ -354,42 +354,42 @@ WRONG = {
         ("python's salted hash()", "salted", """
             def example_seed(seed, i):
                 return hash(f"{seed}:{i}") & (2 ** 63 - 1)
-            def epoch_slice(negs, e, B):
-                return negs[e * B:(e + 1) * B]
+            def epoch_columns(epoch, B):
+                return slice(epoch * B, (epoch + 1) * B)
          """),
         ("seed + i", "seed + i collides", """
             def example_seed(seed, i):
                 return seed + i
-            def epoch_slice(negs, e, B):
-                return negs[e * B:(e + 1) * B]
+            def epoch_columns(epoch, B):
+                return slice(epoch * B, (epoch + 1) * B)
          """),
         ("a counter", "order of calls", """
             import itertools
             _count = itertools.count()
             def example_seed(seed, i):
                 return seed * 10 ** 9 + next(_count)
-            def epoch_slice(negs, e, B):
-                return negs[e * B:(e + 1) * B]
+            def epoch_columns(epoch, B):
+                return slice(epoch * B, (epoch + 1) * B)
          """),
         ("the seed in the high bits", "low 32 bits", """
             def example_seed(seed, i):
                 return seed * 2 ** 32 + i
-            def epoch_slice(negs, e, B):
-                return negs[e * B:(e + 1) * B]
+            def epoch_columns(epoch, B):
+                return slice(epoch * B, (epoch + 1) * B)
          """),
         ("strided epoch slices", "consecutive block", """
             import hashlib
             def example_seed(seed, i):
                 return int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:15], 16)
-            def epoch_slice(negs, e, B):
-                return negs[e::B]
+            def epoch_columns(epoch, B):
+                return slice(epoch, None, B)
          """),
         ("every epoch the same negatives", "fresh negatives", """
             import hashlib
             def example_seed(seed, i):
                 return int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:15], 16)
-            def epoch_slice(negs, e, B):
-                return negs[:B]
+            def epoch_columns(epoch, B):
+                return slice(0, B)
          """),
     ],
     "kv_cache": [
@@ -482,7 +482,8 @@ WRONG = {
                 loss = -F.logsigmoid(beta * (a_w - a_l) - gamma).mean()
                 return loss, {"loss": loss.detach()}
             def register(d):
-                d["simpo"] = LossSpec(simpo_loss, ("pos", "neg"), {"beta": HParam(2.0, "b"), "gamma": HParam(0.5, "g")},
+                d["simpo"] = LossSpec(simpo_loss, dict(a_w="pos", a_l="neg"),
+                                      {"beta": HParam(2.0, "b"), "gamma": HParam(0.5, "g")},
                                       pairs_with_rejected=True)
          """),
         ("the margin added", "margin is added", """
@@ -503,8 +504,10 @@ WRONG = {
                 loss = -F.logsigmoid(beta * (a_w - a_l) - gamma).mean()
                 return loss, {"loss": loss.detach()}
             def register(d):
-                d["simpo"] = LossSpec(simpo_loss, ("pos", "neg", "ref_pos", "ref_neg"), {"beta": HParam(2.0, "b"),
-                                      "gamma": HParam(0.5, "g")}, length_normalized=True, pairs_with_rejected=True)
+                inputs = dict(a_w="pos", a_l="neg", ref_w="ref_pos", ref_l="ref_neg")
+                d["simpo"] = LossSpec(simpo_loss, inputs, {"beta": HParam(2.0, "b"),
+                                      "gamma": HParam(0.5, "g")}, length_normalized=True,
+                                      pairs_with_rejected=True)
          """),
         ("plain numbers for the hyperparameters", "HParam", """
             import torch.nn.functional as F
@@ -514,7 +517,8 @@ WRONG = {
                 loss = -F.logsigmoid(beta * (a_w - a_l) - gamma).mean()
                 return loss, {"loss": loss.detach()}
             def register(d):
-                d["simpo"] = LossSpec(simpo_loss, ("pos", "neg"), {"beta": 2.0, "gamma": 0.5}, length_normalized=True,
+                d["simpo"] = LossSpec(simpo_loss, dict(a_w="pos", a_l="neg"),
+                                      {"beta": 2.0, "gamma": 0.5}, length_normalized=True,
                                       pairs_with_rejected=True)
          """),
     ],

@@ -392,10 +392,11 @@ def test_registry_defaults_and_flags():
                      "dft2": (True, (), True, True, "prompts", False), "asft": (True, (), True, False, "prompts", True),
                      "dpo": (True, ("pos", "neg"), False, False, "prompts", True)}
     import inspect
-    for s in LOSSES.values():   # the registered defaults are the functions' own defaults, inputs its arguments
+    for s in LOSSES.values():  # registered defaults: the functions' own; inputs: its arguments
         params = inspect.signature(s.fn).parameters
         assert all(params[k].default == v for k, v in s.defaults.items())
-        assert len(s.inputs) == len(params) - len(s.hparams) and set(s.inputs) <= set(losses.INPUTS)
+        assert set(s.inputs) == set(params) - set(s.hparams)
+        assert set(s.inputs.values()) <= set(losses.INPUTS)
 
 
 def test_hyperparameter_ranges():

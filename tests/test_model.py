@@ -91,10 +91,15 @@ def test_hf_save_pretrained_layout_loads(tmp_path):
     np.testing.assert_allclose(ours, reference_logits(t, CFG, IDS), atol=1e-4)
 
 
-def test_infer_config_from_shapes(tmp_path):
-    cfg = GPTConfig(block_size=16, vocab_size=50, n_layer=3, n_head=2, n_embd=128)
+def test_a_bare_file_takes_n_head_from_its_preset_or_is_refused(tmp_path):
+    # the tiny preset has 2 heads of 16: a guess from the width (heads 64 wide) would say 1
+    cfg = GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32)
     save(hub_tensors(cfg), tmp_path / "w.safetensors")
     assert GPT.from_pretrained(str(tmp_path / "w.safetensors")).config == cfg
+    other = GPTConfig(block_size=16, vocab_size=50, n_layer=3, n_head=2, n_embd=128)
+    save(hub_tensors(other), tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="x.safetensors: no config.json beside it.*no preset's"):
+        GPT.from_pretrained(str(tmp_path / "x.safetensors"))
 
 
 def test_save_load_round_trip(tmp_path):

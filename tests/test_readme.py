@@ -55,7 +55,9 @@ SHORTEST = {
     "python model.py": ("python model.py --max-new-tokens 8", "7.3M parameters"),
     SAMPLE: ("python sample.py --prompt $'Question: Mia has 7 apples.\\nAnswer:' --num 2 --max-new-tokens 8", "Mia"),
     "python eval.py --data data/arith/val.jsonl": ("python eval.py --data data/arith/val.jsonl --max-examples 4", "exact_match"),
-    "python compare.py --plan": ("python compare.py --plan --methods sft dft --ablations --lrs 1e-4 --seeds 1 --out {tmp}/cmp", "plan: 2 training runs"),
+    "python compare.py --plan": ("python compare.py --plan --methods sft dft --ablations --pairs "
+                                 "--lrs 1e-4 --seeds 1 --out {tmp}/cmp",
+                                 "plan: 4 scorings (4 to do)"),
     "python compare.py": None,  # the hours-long protocol: tests/test_compare.py runs it on a tiny configuration
     "python compare.py --report --results docs/results.json": (
         "python compare.py --report --results docs/results.json --plot {tmp}/curves.png --readme {tmp}/README.md", "| method |"),
@@ -111,7 +113,8 @@ def test_readme_results_block_is_the_report_of_docs_results_json():
     assert README[start:end].strip() == compare.tables(results).strip()
 
 
-CORE = ("common.py", "model.py", "losses.py", "sample.py", "eval.py", "train.py", "data/format.py", "data/tokenizer.py")
+CORE = ("common.py", "model.py", "losses.py", "sample.py", "negatives.py", "eval.py", "train.py",
+        "rundir.py", "data/format.py", "data/tokenizer.py")
 
 
 def test_readme_line_counts_are_the_real_ones():

@@ -51,8 +51,11 @@ def fails(args, capsys, main=train.main):
     ("--max-steps", "0", "--max-steps must be >= 1, got 0"),
     ("--save-every", "0", "--save-every must be >= 1, got 0"),
     ("--warmup", "2", "--warmup must be in [0, 1], got 2.0"),
-    ("--adam-betas", "0.9 1.5", "--adam-betas must be in [0, 1), got [0.9, 1.5]"),
-    ("--neg-top-p", "0", "top_p must be in (0, 1]"),
+    ("--adam-betas", "0.9 1.5", "--adam-betas must be in [0, 1), got 1.5"),
+    ("--neg-top-p", "0", "--neg-top-p must be in (0, 1], got 0.0"),
+    ("--lr", "inf", "--lr must be a finite number, got inf"),
+    ("--epochs", "two", "--epochs must be an integer, got 'two'"),
+    ("--neg-temperature", "-0.5", "--neg-temperature must be >= 0, got -0.5"),
     ("--micro-batch-size", "3", "--batch-size 8 must be divisible by (processes 1 x --micro-batch-size 3)"),
 ])
 def test_bad_flags_stop_before_any_work(setup, tmp_path, capsys, flag, value, says):
@@ -76,6 +79,10 @@ def test_device_cuda_without_cuda(setup, tmp_path, capsys):
     ("eval", ["--max-examples", "0"], "--max-examples must be >= 1, got 0"),
     ("eval", ["--max-len", "64", "--max-prompt-len", "64"], "--max-prompt-len (64) must be < --max-len (64)"),
     ("model", ["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    ("negatives", ["--data", "d.jsonl", "--out", "n.jsonl", "--num-negatives", "0"],
+     "--num-negatives must be >= 1, got 0"),
+    ("negatives", ["--data", "d.jsonl", "--out", "n.jsonl", "--batch-size", "0"],
+     "--batch-size must be >= 1, got 0"),
 ])
 def test_other_scripts_check_flags(capsys, script, args, says):
     mod = __import__(script)
@@ -206,14 +213,19 @@ def test_kill_9_then_resume_is_bit_identical(setup, tmp_path, dtype):
     assert steps == list(range(1, 9)), steps  # every step once, in order
 
 
-def test_sigterm_saves_and_exits_cleanly(setup, tmp_path):
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_saves_and_exits_cleanly(setup, tmp_path, sig, status):
+    """SIGTERM (a scheduler's preemption) or Ctrl-C: the step ends, last/ is saved, and the process
+    exits with 128 + the signal's number, saying how to continue."""
     d = setup
     run = tmp_path / "run"
-    p, out, err = _run_until(_cmd(d, run), run / "metrics.jsonl", 3, signal.SIGTERM)
-    assert p.returncode == 143, err
-    assert "Traceback" not in err and "SIGTERM: saved" in out and "continue with --resume" in out
+    p, out, err = _run_until(_cmd(d, run), run / "metrics.jsonl", 3, sig)
+    assert p.returncode == status, err
     step = torch.load(run / "last" / "state.pt")["step"]
-    assert f"at step {step};" in out and not (run / "final").exists()
+    assert "Traceback" not in err
+    said = f"{sig.name}: saved {run}/last at step {step}; continue with --resume --out-dir {run}"
+    assert said in out
+    assert not (run / "final").exists()
     r = subprocess.run(_cmd(d, run, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert r.returncode == 0 and (run / "final").exists(), r.stderr
 

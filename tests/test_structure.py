@@ -1,7 +1,9 @@
-"""The shape of the code a reader meets: imports go one way (common <- data/ <- model, losses <- sample <-
-eval <- train <- compare, bench), no project import hides inside a function, no loss name is compared
-outside losses.py, no function of the runtime files is longer than 80 lines, no tracked file names a
-machine path, and every --help shows real defaults."""
+"""The shape of the code a reader meets: imports go one way (common <- data/ <- model, losses <-
+sample <- negatives <- eval, rundir <- train <- compare, bench), no project import hides inside a
+function, no loss name is compared outside losses.py, no function of the runtime files is longer
+than 80 lines or takes more than 6 parameters, no line of them is over 100 columns, train.py shows
+the algorithm before its bookkeeping, no tracked file names a machine path, and every --help shows
+real defaults."""
 import ast
 import os
 import re
@@ -11,10 +13,13 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYER = {"common": 0, "data": 1, "model": 2, "losses": 2, "sample": 3, "eval": 4, "train": 5, "compare": 6, "bench": 6}
+LAYER = {"common": 0, "data": 1, "model": 2, "losses": 2, "sample": 3, "negatives": 4, "eval": 5,
+         "rundir": 5, "train": 6, "compare": 7, "bench": 7}
 RUNTIME = [f for f in sorted(os.listdir(ROOT)) if f.endswith(".py")] + \
-    [os.path.join("data", f) for f in sorted(os.listdir(os.path.join(ROOT, "data"))) if f.endswith(".py")]
-SCRIPTS = ["train.py", "eval.py", "sample.py", "model.py", "bench.py", "compare.py"] + \
+    [os.path.join("data", f) for f in sorted(os.listdir(os.path.join(ROOT, "data")))
+     if f.endswith(".py")]
+SCRIPTS = ["train.py", "eval.py", "sample.py", "negatives.py", "model.py", "bench.py",
+           "compare.py"] + \
     [f"-m data.{m}" for m in ("arith", "format", "download", "gsm8k", "hh_rlhf", "metamathqa")]
 
 
@@ -82,6 +87,41 @@ def test_help_shows_real_defaults(script):
     assert r.returncode == 0, r.stderr
     assert "(default: None)" not in r.stdout
     assert "usage:" in r.stdout
+
+
+@pytest.mark.parametrize("path", RUNTIME)
+def test_lines_fit_in_100_columns(path):
+    lines = open(os.path.join(ROOT, path)).read().split("\n")
+    long = [i for i, line in enumerate(lines, 1) if len(line) > 100]
+    assert not long, f"{path}: lines over 100 columns: {long[:10]}"
+
+
+@pytest.mark.parametrize("path", RUNTIME)
+def test_functions_take_at_most_6_parameters(path):
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    many = []
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = n.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            names += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+            names = [x for x in names if x not in ("self", "cls")]
+            if len(names) > 6:
+                many.append((n.name, len(names)))
+    assert not many, f"{path}: functions with more than 6 parameters: {many}"
+
+
+def test_train_py_shows_the_algorithm_before_the_bookkeeping():
+    names = [n.name for n in ast.parse(open(os.path.join(ROOT, "train.py")).read()).body
+             if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    story = ["main", "train", "train_step", "exchange_log_u"]
+    bookkeeping = ["make_optimizer", "resume", "held_out", "Clock", "finish_on_request"]
+    assert [names.index(n) for n in story] == sorted(names.index(n) for n in story)
+    assert max(names.index(n) for n in story) < min(names.index(n) for n in bookkeeping)
+    text = open(os.path.join(ROOT, "train.py")).read()
+    # the run directory and the negatives machinery live in their own files
+    for gone in ("def claim", "os.replace", "shutil.", "signal.signal", "_open_partial"):
+        assert gone not in text, gone
 
 
 def test_train_main_reads_like_its_docstring():

@@ -13,7 +13,10 @@ import train
 from data.arith import generate
 from common import run_main
 from model import GPT, config_for
-from sample import NegativeSettings, sample_negatives
+from negatives import NegativeSettings, origin_of, sample_negatives
+
+# the negatives file of setup(): train.py resolves the same settings from argv's flags
+NEG_SETTINGS = NegativeSettings(B=2, epochs=2, max_new_tokens=12, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +35,18 @@ def setup(tmp_path_factory):
             f.write(json.dumps({"prompt": r["prompt"], "chosen": r["response"], "rejected": " The answer is 0."}) + "\n")
     model = GPT.from_pretrained(str(d / "base"))
     kind_recs = [{"prompt": r["prompt"], "response": r["response"]} for r in recs[:16]]
-    sample_negatives(model, kind_recs, str(d / "negs.jsonl"), NegativeSettings(B=2, epochs=2, max_new_tokens=12, seed=0),
-                     str(d / "train.jsonl"), str(d / "base"))
+    origin = origin_of(str(d / "train.jsonl"), len(kind_recs), model, str(d / "base"))
+    sample_negatives(model, kind_recs, str(d / "negs.jsonl"), NEG_SETTINGS, origin)
     return d
 
 
 def argv(d, loss, out, *extra, evaluate=False):
     ev = ["--eval-data", str(d / "heldout.jsonl")] if evaluate else ["--no-eval"]
-    return ["--loss", loss, "--init", str(d / "base"), "--data", str(d / "train.jsonl"), "--negatives", str(d / "negs.jsonl"),
-            "--out-dir", str(out), "--batch-size", "8", "--micro-batch-size", "2", "--epochs", "2", "--lr", "3e-3",
-            "--max-len", "96", "--max-prompt-len", "64", "--eval-max-new-tokens", "4", *ev, "--log-every", "1", *extra]
+    return ["--loss", loss, "--init", str(d / "base"), "--data", str(d / "train.jsonl"),
+            "--negatives", str(d / "negs.jsonl"), "--neg-max-new-tokens", "12",
+            "--out-dir", str(out), "--batch-size", "8", "--micro-batch-size", "2", "--epochs", "2",
+            "--lr", "3e-3", "--max-len", "96", "--max-prompt-len", "64",
+            "--eval-max-new-tokens", "4", *ev, "--log-every", "1", *extra]
 
 
 def params(model):
@@ -124,6 +129,8 @@ def test_every_loss_end_to_end(setup, tmp_path, loss):
     assert len(rows) == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     expect = {"sft": "nll", "dft": "w/max", "dft2": "w/mean", "asft": "avg_logp/neg", "dpo": "rewards/margins"}[loss]
     assert expect in rows[0]
+    if loss == "dft":  # the step's largest weight is at least their mean
+        assert all(r["w/max"] >= r["w/mean"] for r in rows)
     ev = json.load(open(tmp_path / "eval.json"))
     assert set(ev) == {"before", "after"} and "nll" in ev["after"]
     cfg = json.load(open(tmp_path / "config.json"))
@@ -188,8 +195,33 @@ def test_negatives_for_other_data(setup, tmp_path, capsys):
     a = argv(setup, "dft", tmp_path / "run")
     a[a.index("--data") + 1] = str(other)
     err = run_fails(a, capsys)
-    assert "negs.jsonl" in err and "different data" in err
+    assert f"{setup / 'negs.jsonl'}: sampled with other settings (data_sha256: " in err
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize("flag,value,field", [("--neg-temperature", "0.9", "temperature"),
+                                              ("--neg-max-new-tokens", "10", "max_new_tokens"),
+                                              ("--epochs", "3", "epochs")])
+def test_negatives_of_other_settings_are_refused_unless_allowed(setup, tmp_path, capsys, flag,
+                                                                 value, field):
+    """A --negatives file must hold what this run would sample: its settings and starting weights;
+    --negatives-allow names a difference made on purpose."""
+    a = argv(setup, "dft", tmp_path / "run", flag, value, "--max-steps", "1")
+    err = run_fails(a, capsys)
+    assert f"{setup / 'negs.jsonl'}: sampled with other settings ({field}: " in err
+    assert not (tmp_path / "run" / "final").exists()
+    if field != "epochs":  # 3 epochs need more negatives than the file holds
+        train.main(a + ["--negatives-allow", field])
+
+
+def test_negatives_of_other_weights_are_refused_unless_allowed(setup, tmp_path, capsys):
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    GPT(config_for("tiny")).save_pretrained(other)
+    a = argv(setup, "dft", tmp_path / "run", "--max-steps", "1")
+    a[a.index("--init") + 1] = str(other)
+    assert "sampled with other settings (init_sha256: " in run_fails(a, capsys)
+    train.main(a + ["--negatives-allow", "init_sha256"])
 
 
 def test_unknown_loss(capsys):
@@ -218,7 +250,8 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(setup, tmp_path, capsys
 
     monkeypatch.setattr(losses, "compute_loss", nan_after_two_steps)
     err = run_fails(argv(d, "dft", tmp_path, "--save-every", "1"), capsys)
-    assert f"non-finite loss at step 3; the weights were not updated; this run's last checkpoint is {tmp_path}/last (step 2)" in err
+    assert ("non-finite loss at step 3; the weights were not updated; its last checkpoint is "
+            f"{tmp_path}/last") in err
     assert torch.load(tmp_path / "last" / "state.pt")["step"] == 2 and not (tmp_path / "final").exists()
 
 
@@ -229,3 +262,29 @@ def test_pack_trains_like_padding(setup, tmp_path):
     b, _ = train.main(argv(d, "dpo", tmp_path / "b", "--max-steps", "3", "--pack"))
     for k, v in params(a).items():
         torch.testing.assert_close(params(b)[k], v, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_max_metrics_are_the_step_maximum(setup, tmp_path, monkeypatch):
+    """w/max is the largest weight of the whole step (4 micro-batches here), not a mean of the
+    micro-batches' maxima."""
+    real, calls = losses.compute_loss, []
+
+    def numbered(*a, **kw):  # micro-batch k of the run reports w/max = k
+        loss, new_u, met = real(*a, **kw)
+        calls.append(1)
+        return loss, new_u, {**met, "w/max": torch.tensor(float(len(calls)))}
+
+    monkeypatch.setattr(losses, "compute_loss", numbered)
+    train.main(argv(setup, "dft", tmp_path, "--max-steps", "2"))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["w/max"] for r in rows] == [4.0, 8.0]
+
+
+@pytest.mark.parametrize("loss", ["sft", "dpo"])
+def test_lr_defaults_to_the_losss_own(setup, tmp_path, loss):
+    """Without --lr a run takes the lr its loss registers (chosen on the built-in task's validation
+    split), and says so in config.json."""
+    a = argv(setup, loss, tmp_path, "--max-steps", "1")
+    del a[a.index("--lr"):a.index("--lr") + 2]
+    train.main(a)
+    assert json.load(open(tmp_path / "config.json"))["lr"] == losses.LOSSES[loss].lr

@@ -13,7 +13,8 @@ Defaults beta = 2.0, gamma = 0.5: the paper tunes beta in about [2, 2.5] (later 
 the margin per model; these are the values common implementations default to.
 
 To train with it for real, add the entry in your own copy of losses.py, after LOSSES:
-    LOSSES["simpo"] = LossSpec(simpo_loss, ("pos", "neg"), {...}, length_normalized=True, pairs_with_rejected=True)
+    LOSSES["simpo"] = LossSpec(simpo_loss, dict(chosen_avg_logps="pos", rejected_avg_logps="neg"),
+                               {...}, length_normalized=True, pairs_with_rejected=True)
 train.py builds one --flag per hyperparameter name, shared by the losses that take it: --gamma would
 then set DFT's gamma and SimPO's margin, and be checked against the range of the first loss that
 declared it (DFT's: 0 < gamma <= 1). A distinct name (say "margin") avoids that.
@@ -36,5 +37,8 @@ def register(losses_dict):
     # on preference data its negative is the rejected response
     hparams = {"beta": HParam(2.0, "SimPO scale of the avg_logp difference", low=0),
                "gamma": HParam(0.5, "SimPO target margin", low=0, low_inclusive=True)}
-    losses_dict["simpo"] = LossSpec(simpo_loss, ("pos", "neg"), hparams, length_normalized=True, pairs_with_rejected=True)
+    # inputs: simpo_loss's argument -> the batch key it takes
+    inputs = dict(chosen_avg_logps="pos", rejected_avg_logps="neg")
+    losses_dict["simpo"] = LossSpec(simpo_loss, inputs, hparams, length_normalized=True,
+                                    pairs_with_rejected=True)
     return losses_dict

@@ -14,7 +14,8 @@ def simpo_loss(chosen_avg_logps, rejected_avg_logps, beta=2.0, gamma=0.5):
 
 
 def register(losses_dict):
-    """Add losses_dict["simpo"] = LossSpec(...): which batch keys simpo_loss reads (in the order of its
-    arguments), whether they arrive length-normalized, whether it pairs with the "rejected" responses of
-    preference data, and its hyperparameters as HParam(default, help, ...)."""
+    """Add losses_dict["simpo"] = LossSpec(...): which batch key each argument of simpo_loss reads
+    (a dict {argument name: batch key}), whether they arrive length-normalized, whether it pairs
+    with the "rejected" responses of preference data, and its hyperparameters as HParam(default,
+    help, ...)."""
     raise NotImplementedError

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+
 D = [0.0, -1.0, -2.0, -4.0]  # d of the four equally likely negatives of the toy prompt
 
 ANSWERS = {
