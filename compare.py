@@ -484,20 +484,19 @@ def paired_differences(results, a, b, key="exact_match"):
 
 
 def paired_table(results):
-    pairs = results.get("pairs", [])
-    if not pairs:
-        return ""
-    out = ["| comparison (test exact match, points) | per seed | mean ± sd | ahead |",
-           "|---|---|---|---|"]
-    for pair in pairs:
+    rows = []
+    for pair in results.get("pairs", []):
         a, b = pair.split(":")
         diff = paired_differences(results, a, b)
-        if not diff:
-            continue
-        seeds = ", ".join(f"{100 * d:+.1f}" for d in diff)
-        ahead = f"{b} in {sum(d > 0 for d in diff)} of {len(diff)}"
-        out.append(f"| {b} − {a} | {seeds} | {mean_sd(diff, pct=True)} | {ahead} |")
-    return "\n".join(out)
+        if diff:
+            seeds = ", ".join(f"{100 * d:+.1f}" for d in diff)
+            ahead = f"{b} in {sum(d > 0 for d in diff)} of {len(diff)}"
+            rows.append(f"| {b} − {a} | {seeds} | {mean_sd(diff, pct=True)} | {ahead} |")
+    if not rows:
+        return ""
+    head = ["| comparison (test exact match, points) | per seed | mean ± sd | ahead |",
+            "|---|---|---|---|"]
+    return "\n".join(head + rows)
 
 
 def mechanism_table(results):
@@ -550,6 +549,18 @@ def grid_table(results):
             text = mean_sd(v, pct=True)
             cells.append(f"**{text}**" if lr == chosen[m] else text)
         out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def exact_match_table(results):
+    """The short table of a results file: each method's lr and test exact match (the README's
+    table of the run on a base without headroom, docs/results_no_headroom.json)."""
+    chosen = results["chosen_lr"]
+    out = ["| method | lr | test exact match % |", "|---|---|---|"]
+    for m in [m for m in METHODS if m == "base" or m in chosen]:
+        lr = chosen.get(m)
+        lr_cell = "-" if lr is None else lr_label(lr)
+        out.append(f"| {m} | {lr_cell} | {mean_sd(values(results, m, lr, 'exact_match'), True)} |")
     return "\n".join(out)
 
 

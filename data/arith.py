@@ -18,11 +18,19 @@ Splits (JSONL, {"prompt", "response"} only), pairwise disjoint by prompt:
 All come from one seeded stream, drawn in the order test, val, train, base and skipping any prompt
 already used, so test/val/train do not change when --n-base does.
 
+The base split is pretraining text, and flawed like worked solutions found on the web: half of its
+answers (FLAW_RATE) stop one step short and give the result before the last step as the answer
+(flawed(), stop_early()). train, val and test are clean. A base model trained on it has learned the
+format and the arithmetic but often stops early: a mistake fine-tuning on clean answers can remove
+(data/base/README.md). `--flaw-rate 0` gives clean pretraining text.
+
 Grading: extract_answer() takes the integer in the LAST "The answer is N" of a text; is_correct()
-compares it with the gold response's (a missing answer is always wrong).
+compares it with the gold response's (a missing answer is always wrong); mistake() names the kind of
+a wrong answer (stops early, arithmetic slip, wrong step, ...), for eval.py's mistake/* metrics.
 
     python -m data.arith --out data/arith                    # writes base/train/val/test.jsonl
     python -m data.arith --out out/arith-small --n-base 1000 --seed 1
+    python -m data.arith --out out/arith-clean --flaw-rate 0   # clean pretraining text
     python -m pytest -q tests/test_arith.py
 """
 import os

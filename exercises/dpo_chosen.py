@@ -1,5 +1,6 @@
 """
-Exercise dpo_chosen: why DPO can lower the log-prob of the very answer it prefers.
+Exercise dpo_chosen: why DPO can lower the log-prob of the very answer it prefers, and why ASFT cannot
+profit from that.
 
 DPO's loss depends only on the margin Delta = (s_w - s0_w) - (s_l - s0_l): it falls whenever the
 rejected falls faster than the chosen, including when both fall. With shared parameters theta, one
@@ -11,32 +12,49 @@ with m = beta * Delta. Your file defines
   make_case()                                (chosen, rejected): two token lists for the checker's toy model
                                              (below) in which 20 steps of gradient descent on DPO lower the
                                              loss AND the chosen's log-prob
-  ANSWERS = {"why": ..., "predict": ...}     the questions of exercises/README.md
+  ANSWERS                                    the questions below
 The toy model: one prompt, a unigram softmax over V = 5 tokens, s(y) = sum_t log softmax(theta)[y_t],
 theta = 0 at the start and as the reference; plain gradient descent, lr 0.5, beta 0.5.
+
+ANSWERS (exercises/README.md, exercise dpo_chosen):
+  predict           "up", "down" or "same": held-out logp of the gold answers after the short DPO run of
+                    exercise sft_vs_dft, over the instructor's seeds (predict before you look)
+  dpo_grad_chosen   dL/ds(y_w) of one DPO pair at beta = 0.1 and margin beta * Delta = 3
+  dpo_shift         the change of that pair's DPO loss when s(y_w) and s(y_l) both fall by 5 (s_0 fixed)
+  asft_grad_chosen  dL/da(y_w) of one ASFT pair (lam = 0.1, beta = 1) at a(y_w) = -1, a(y_l) = -2
+  asft_shift        the change of that pair's ASFT loss when a(y_w) and a(y_l) both fall by 0.5
+  why               written: why does DPO lower the chosen log-prob? (graded with the rubric)
+  why_asft          written: why can DPO's chosen likelihood fall while ASFT keeps pushing its chosen up?
+
+    python -m exercises.check dpo_chosen
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
-from exercises.lib import Fail, answers, choice, diagnose, expect, fmt, get, sigmoid, word
+from exercises.lib import Fail, answers, expect, fmt, number, one_of, written_check
 
-TITLE = "why does DPO lower the chosen log-prob? predict it, then build a case where it happens"
-TIME = 30
+TITLE = "why does DPO lower the chosen log-prob? predict it, build a case, and compare with ASFT"
+TIME = 35
 OBJECTIVE = "see that a relative objective can lower both likelihoods, and predict when from the gradients"
-READ = (("docs/ALGORITHMS.md", "DPO"), ("README.md", "Results"), ("losses.py", "LOSSES"))
+READ = (("docs/ALGORITHMS.md", "DPO"), ("docs/ALGORITHMS.md", "ASFT"), ("README.md", "Results"),
+        ("losses.py", "LOSSES"))
 TARGETS = ()
 NEEDS = ("chosen_change", "make_case")
 V, LR, BETA, STEPS = 5, 0.5, 0.5, 20
-WHY = "14123356b9f796ec"
+NUMBERS = ("dpo_grad_chosen", "dpo_shift", "asft_grad_chosen", "asft_shift")
 
 
 def s_of(theta, y):
     return torch.log_softmax(theta, 0)[torch.tensor(y)].sum()
 
 
-def dpo_steps(chosen, rejected, steps=STEPS, lr=LR, beta=BETA):
-    """Gradient descent on the toy model's DPO loss -> [(loss, s_w, s_l, theta)] before each step and after the last."""
-    theta, ref = torch.zeros(V, dtype=torch.float64, requires_grad=True), torch.zeros(V, dtype=torch.float64)
+def dpo_steps(chosen, rejected, steps=STEPS, lr=LR, beta=BETA, theta=None):
+    """Gradient descent on the toy model's DPO loss from theta (default 0; the reference is 0) ->
+    [(loss, s_w, s_l, theta)] before each step and after the last."""
+    theta = (torch.zeros(V, dtype=torch.float64) if theta is None else theta.clone()).requires_grad_()
+    ref = torch.zeros(V, dtype=torch.float64)
     s0w, s0l = s_of(ref, chosen), s_of(ref, rejected)
     hist = []
     for _ in range(steps + 1):
@@ -52,11 +70,6 @@ def grads(theta, y):
     t = theta.clone().requires_grad_()
     g, = torch.autograd.grad(s_of(t, y), t)
     return g
-
-
-def formula(g_w, g_l, margin, beta, lr, sign=1.0, sig=None):
-    s = sigmoid(-margin) if sig is None else sig
-    return sign * lr * beta * s * float(g_w @ g_w - g_w @ g_l)
 
 
 def call(m, g_w, g_l, margin, beta, lr):
@@ -77,27 +90,24 @@ def case(m):
 
 
 def checks(m, opts):
-    def formula_check():
-        g = torch.Generator().manual_seed(5)
-        g_w, g_l = torch.randn(7, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)
-        for margin, beta, lr in ((0.3, 0.5, 0.1), (-1.2, 2.0, 0.01)):
-            want = formula(g_w, g_l, margin, beta, lr)
-            diagnose(call(m, g_w, g_l, margin, beta, lr), want, f"chosen_change at margin {margin}, beta {beta}, lr {lr}", [
-                (-want, "the sign is flipped: gradient DEScent moves theta by -lr dL/dtheta"),
-                (formula(g_w, g_l, margin, beta, lr, sig=sigmoid(margin)), "dL/dm = -sigmoid(-m), not -sigmoid(m): "
-                 "the worse the margin, the larger the step"),
-                (formula(g_w, g_l, margin, 1.0, lr), "beta is missing: dL/dtheta = -beta sigmoid(-m) (g_w - g_l)"),
-                (lr * beta * sigmoid(-margin) * float(g_w @ g_w), "the rejected's gradient is missing: the loss moves "
-                 "theta along g_w - g_l, and the chosen's change is that step dotted with g_w")], 1e-6)
-
     def predicts_a_step():
         chosen, rejected = [0, 1], [0, 0, 2]
-        hist = dpo_steps(chosen, rejected, steps=1, lr=1e-4)
-        theta, margin = hist[0][3], 0.0
-        pred = call(m, grads(theta, chosen), grads(theta, rejected), margin, BETA, 1e-4)
+        theta = dpo_steps(chosen, rejected, steps=3)[-1][3]  # three steps in: a margin that is not 0
+        margin = BETA * ((s_of(theta, chosen) - s_of(torch.zeros(V, dtype=torch.float64), chosen))
+                         - (s_of(theta, rejected) - s_of(torch.zeros(V, dtype=torch.float64), rejected))).item()
+        hist = dpo_steps(chosen, rejected, steps=1, lr=1e-6, theta=theta)  # small: first order is all there is
+        pred = call(m, grads(theta, chosen), grads(theta, rejected), margin, BETA, 1e-6)
         actual = hist[1][1] - hist[0][1]
-        expect(abs(pred - actual) <= 1e-3 * abs(actual) + 1e-12, f"chosen_change predicts {pred:.6g} for one step of lr "
-               f"1e-4 on the toy model (chosen {chosen}, rejected {rejected}); the step itself changes s_w by {actual:.6g}")
+        if abs(pred - actual) <= 1e-3 * abs(actual) + 1e-12:
+            return
+        ratio = pred / actual if actual else math.inf
+        why = ("the sign is flipped: gradient DEScent moves theta by -lr dL/dtheta. " if abs(ratio + 1) < 1e-2 else
+               "dL/dm = -sigmoid(-m), not -sigmoid(m): the worse the margin, the larger the step. "
+               if abs(ratio - math.exp(margin)) < 1e-2 else "beta is missing: dL/dtheta = -beta sigmoid(-m) "
+               "(g_w - g_l). " if abs(ratio - 1 / BETA) < 1e-2 else "the step is -lr dL/dtheta; its dot product "
+               "with g_w is the chosen's change (is the rejected's gradient in it?). ")
+        raise Fail(f"{why}chosen_change predicts {pred:.6g} for one step of lr 1e-6 on the toy model at margin "
+                   f"{margin:.4f} (chosen {chosen}, rejected {rejected}); the step itself changes s_w by {actual:.6g}")
 
     def loss_falls():
         hist = dpo_steps(*case(m))
@@ -118,22 +128,16 @@ def checks(m, opts):
         expect(pred < 0, f"your chosen_change predicts {fmt(pred)} for the first step of your own case: it should "
                "predict the fall you built (check the formula on this case)")
 
-    def why():
-        choice(answers(m), "dpo_chosen", "why", ("a", "b", "c", "d"), WHY, "what does DPO's loss depend on, and what "
-               "does lowering the rejected do to the chosen when they share parameters?")
+    def filled():
+        a = answers(m)
+        one_of(a, "predict", ("up", "down", "same"))
+        for key in NUMBERS:
+            number(a, key)
 
-    def predict():
-        from exercises.sft_vs_dft import reference, trends
-        got, want = word(get(answers(m), "predict")), trends(reference())["dpo_logp_pos"]
-        expect(got in ("up", "down", "same"), f'ANSWERS["predict"] should be "up", "down" or "same", got {got!r}')
-        expect(got == want, f'ANSWERS["predict"] = {got!r}, but the instructor\'s short DPO runs on the built-in task '
-               "(exercise sft_vs_dft, exercises/reference_numbers.json) say otherwise: compare dpo/logp_pos with "
-               "before/logp_pos, and dpo/chosen_vs_ref")
-
-    return [("chosen_change: the first-order change of s_w after one DPO step", formula_check),
-            ("chosen_change predicts a small step of the toy model", predicts_a_step),
+    return [("chosen_change predicts a small step of the toy model", predicts_a_step),
             ("your case: the DPO loss falls over 20 steps", loss_falls),
             ("your case: ... while the chosen's log-prob falls too", chosen_falls),
             ("your chosen_change predicts that fall", predicted_fall),
-            ("why does DPO lower the chosen log-prob? (multiple choice)", why),
-            ("predict: a short DPO run on the built-in task, held-out logp(chosen)", predict)]
+            ("the prediction and the four derivatives are filled in", filled),
+            written_check(m, "why", "why does DPO lower the chosen log-prob?"),
+            written_check(m, "why_asft", "why does ASFT keep pushing its chosen up?")]

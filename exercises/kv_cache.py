@@ -9,7 +9,9 @@ prefill/decode paths and the forward of Block and CausalSelfAttention (which hol
 cache): build the pass from the parts (wte, wpe, ln_1, attn.c_attn, attn.c_proj, ln_2, mlp, ln_f,
 lm_head_weight).
 
-Hidden cases (--cases): {"name": ..., "seed": int (the random model), "prompts": [[ids], ...] (equal
+    python -m exercises.check kv_cache
+
+Cases (--cases): {"name": ..., "seed": int (the random model), "prompts": [[ids], ...] (equal
 lengths, ids < 101), "n": new tokens}; logits and tokens are compared with the full forward's.
 """
 import math
@@ -25,6 +27,7 @@ READ = (("model.py", "CausalSelfAttention"), ("model.py", "Block"), ("model.py",
         ("sample.py", "sample_rows"))
 TARGETS = ()
 NEEDS = ("greedy_decode",)
+VERIFIED = True  # cases are compared with the full forward: they need no expected outputs
 
 
 def random_model(seed=0):
@@ -137,5 +140,6 @@ def checks(m, opts):
             ("each token goes through the network once", once)]
 
 
-def run_case(m, c):
-    same(m, int(c.get("seed", 0)), torch.tensor(c["prompts"]), int(c.get("n", 8)), c.get("name", "hidden case"))
+def compare(m, c, want):
+    """Case c (seed, prompts, n) against the full forward's greedy loop; no expected output needed."""
+    same(m, int(c.get("seed", 0)), torch.tensor(c["prompts"]), int(c.get("n", 8)), c.get("name", "case"))

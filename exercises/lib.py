@@ -245,6 +245,12 @@ def written(a, key, min_words=15):
     return " ".join(text.split())
 
 
+def written_check(m, key, question, min_words=25, *args):
+    """The check of a written answer ANSWERS[key]: named "written: KEY: question" (the grader gives it
+    the rubric's points for KEY); it passes once there is an answer, and returns it for the grade sheet."""
+    return f"{WRITTEN}{key}: {question}", lambda: written(answers(m, *args), key, min_words)
+
+
 def digest(exercise, key, value):
     """The stored form of a multiple-choice answer (exercise sft_vs_dft, until it is re-keyed)."""
     return hashlib.sha256(f"nanodft:{exercise}:{key}:{word(value)}".encode()).hexdigest()[:16]

@@ -11,8 +11,11 @@ Write two small functions of negatives.py that decide which negatives an example
 The checker also runs the project's sample_negatives with your example_seed on a tiny random model, in
 batches of two sizes, and compares what each example gets.
 
-Hidden cases (--cases): {"name": ..., "pairs": [[seed, i], ...]} (every pair must get its own random
-numbers, whatever the order of the calls), or {"name": ..., "n": int, "B": int} (epoch slices of n negatives).
+    python -m exercises.check negatives
+
+Cases (--cases): {"name": ..., "pairs": [[seed, i], ...]} (every pair must get its own random
+numbers, whatever the order of the calls), or {"name": ..., "n": int, "B": int} (epoch slices of n
+negatives).
 """
 import contextlib
 import io
@@ -34,8 +37,10 @@ READ = (("docs/ALGORITHMS.md", "Negatives"), ("negatives.py", "sample_negatives"
         ("negatives.py", "_sample_batch"))
 TARGETS = (("negatives", "example_seed"), ("negatives", "epoch_columns"))
 NEEDS = ("example_seed", "epoch_columns")
+VERIFIED = True  # cases are checked by property: they need no expected outputs
 LIMIT = 60
 GRID = [(s, i) for s in range(4) for i in range(1500)]
+GLUED = [(1, 23), (12, 3), (1, 123), (11, 23), (2, 10), (21, 0)]  # pairs whose digits read the same glued
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,7 +59,8 @@ def streams(values):
 
 def fresh_process(impl, pairs):
     """example_seed's values computed in a new interpreter with another PYTHONHASHSEED: a restart."""
-    code = ("import importlib.util, json, sys\nsys.path.insert(0, sys.argv[1])\nif sys.argv[2]:\n"
+    code = ("import importlib.util, json, sys\nsys.path.insert(0, sys.argv[1])\n"
+            "from exercises.guard import from_env\nfrom_env()\nif sys.argv[2]:\n"
             "    spec = importlib.util.spec_from_file_location('impl', sys.argv[2])\n"
             "    mod = importlib.util.module_from_spec(spec)\n    spec.loader.exec_module(mod)\n"
             "else:\n    import negatives as mod\n"
@@ -117,6 +123,11 @@ def checks(m, opts):
 
     def distinct():
         require(state, "valid", "make example_seed return valid seeds")
+        glued = dict(zip(GLUED, seeds(m, GLUED)))
+        for a, b in zip(GLUED[::2], GLUED[1::2]):
+            expect(glued[a] != glued[b], f"examples {a} and {b} (seed, i) get the same seed {glued[a]}: seed and i "
+                   f"glued together without a separator collide (both read '{a[0]}{a[1]}'); put a separator between "
+                   "them (f'{seed}:{i}') before hashing")
         values = seeds(m, GRID)
         seen = {}
         for (s, i), v in zip(GRID, values):
@@ -172,11 +183,15 @@ def checks(m, opts):
             ("epoch_columns: epoch e takes negatives [e*B, (e+1)*B)", epochs)]
 
 
-def run_case(m, c):
+def compare(m, c, want):
+    """Case c verified by property: {"pairs": [[seed, i], ...]} (every pair its own random numbers,
+    whatever the order of the calls) or {"n": int, "B": int} (epoch slices); no expected output."""
     if "pairs" in c:
         pairs = [tuple(p) for p in c["pairs"]]
         values = seeds(m, pairs)
-        expect(len(set(streams(values))) == len(set(pairs)), "two of the case's (seed, i) pairs get the same random numbers")
-        expect(seeds(m, pairs[::-1])[::-1] == values, "the case's seeds change with the order of the calls")
+        expect(len(set(streams(values))) == len(set(pairs)), "two of the case's (seed, i) pairs get the same "
+               "random numbers: mix seed and i into the seed's low 32 bits, with a separator between them")
+        expect(seeds(m, pairs[::-1])[::-1] == values, "the case's seeds change with the order of the calls: "
+               "compute example_seed from (seed, i) alone")
     else:
         slices(m, int(c["n"]), int(c["B"]))

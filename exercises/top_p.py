@@ -5,8 +5,11 @@ Write sample.top_p_filter(logits, p): for each row of (B, V) logits, keep the sm
 likely tokens whose probabilities sum to at least p (the top token always), plus any token exactly as
 likely as the last one kept; return a new tensor with the kept logits unchanged and -inf elsewhere.
 
-Hidden cases (--cases): {"name": ..., "logits": [[...], ...], "p": float}; the kept tokens are compared
-with a brute-force python loop (avoid p within 1e-4 of a cumulative probability: float rounding).
+    python -m exercises.check top_p
+
+Cases (--cases): {"name": ..., "logits": [[...], ...], "p": float}; the kept tokens of every row are
+verified by brute force (nucleus_ok below; avoid p within 1e-4 of a cumulative probability: float
+rounding).
 """
 import math
 import random
@@ -21,21 +24,28 @@ OBJECTIVE = "write a sort-and-cumsum filter with the boundary, ties and in-place
 READ = (("sample.py", "pick"), ("sample.py", "top_k_filter"))
 TARGETS = (("sample", "top_p_filter"),)
 NEEDS = ("top_p_filter",)
+VERIFIED = True  # cases are verified by brute force: they need no expected outputs
 
 
-def reference(row, p):
-    """One row of logits (python floats) -> sorted list of kept token ids: the most likely tokens until their
-    probability reaches p (the top token always), plus every token tied with the last one kept."""
+def nucleus_ok(row, kept_ids, p, slack=1e-6):
+    """A brute-force verifier, not a filter: kept_ids is the nucleus of `row` (python floats) at p iff,
+    with t the probability of its least likely token, it holds every token at least that likely (ties
+    too), the tokens MORE likely than t weigh less than p (so t's token was needed), and the kept mass
+    reaches p (or every token is kept). Returns (ok, why not)."""
+    if not kept_ids:
+        return False, "no token is kept: the top token always survives"
     m = max(row)
     e = [math.exp(x - m) for x in row]
     probs = [x / sum(e) for x in e]
-    kept, mass = [], 0.0
-    for i in sorted(range(len(row)), key=lambda i: -probs[i]):
-        if mass >= p:
-            break
-        kept.append(i)
-        mass += probs[i]
-    return sorted(i for i in range(len(row)) if probs[i] >= probs[kept[-1]] or i in kept)
+    t = min(probs[i] for i in kept_ids)
+    if sorted(kept_ids) != [i for i in range(len(row)) if probs[i] >= t]:
+        return False, "a token at least as likely as a kept one is dropped (ties, or the sort order?)"
+    if sum(q for q in probs if q > t) >= p + slack:
+        return False, "too many tokens kept: the ones before the last kept already reach p"
+    if sum(probs[i] for i in kept_ids) < p - slack and len(kept_ids) < len(row):
+        return False, ("the token that makes the sum reach p is dropped: keep tokens while the mass BEFORE "
+                       "them is < p")
+    return True, ""
 
 
 def kept(out, what):
@@ -69,29 +79,23 @@ def checks(m, opts):
     def values():
         x = torch.randn(2, 30, generator=torch.Generator().manual_seed(70)) * 2
         out = m.top_p_filter(x.clone(), 0.7)
-        keep = [reference(r, 0.7) for r in x.tolist()]
+        expect(isinstance(out, torch.Tensor) and out.shape == x.shape, f"top_p_filter should return a tensor of "
+               f"the logits' shape {tuple(x.shape)}, got {out!r}")
         for b in range(2):
             for v in range(30):
-                got, want = out[b, v].item(), (x[b, v].item() if v in keep[b] else float("-inf"))
-                expect(got == want, f"kept logits stay as they are (the softmax of the result renormalizes them): "
-                       f"row {b}, token {v}: expected {'the logit ' + fmt(want) if v in keep[b] else '-inf'}, got {fmt(got)}")
+                got = out[b, v].item()
+                expect(got == x[b, v].item() or got == float("-inf"), "kept logits stay as they are (the softmax of "
+                       f"the result renormalizes them), the others become -inf: row {b}, token {v}: the logit "
+                       f"{fmt(x[b, v].item())} came back as {fmt(got)}")
+        verify(x, out, 0.7, "30 tokens, p = 0.7")
 
     def batch():
         x = torch.randn(4, 50, generator=torch.Generator().manual_seed(71)) * torch.tensor([[0.5], [1.0], [2.0], [4.0]])
-        for b, (row, got) in enumerate(zip(x.tolist(), kept(m.top_p_filter(x.clone(), 0.8), "batch"))):
-            want = reference(row, 0.8)
-            expect(got == want, f"every row has its own nucleus: row {b} of 4 (p = 0.8): expected {len(want)} kept "
-                   f"tokens {want}, got {len(got)}: {got}")
+        verify(x, m.top_p_filter(x.clone(), 0.8), 0.8, "every row has its own nucleus: a batch of 4 rows")
 
     def randoms():
-        g, rng, n = torch.Generator().manual_seed(72), random.Random(73), 0
-        while n < 40:
-            row = (torch.randn(1, 20, generator=g) * rng.uniform(0.3, 3)).tolist()[0]
-            p = rng.uniform(0.05, 0.99)
-            if far_from_boundary(row, p):
-                n += 1
-                got, want = kept(m.top_p_filter(torch.tensor([row]), p), "random")[0], reference(row, p)
-                expect(got == want, f"random case {n} (20 tokens, p = {p:.4f}): expected kept {want}, got {got}")
+        for row, p, what in random_rows(72, 40):
+            verify(torch.tensor([row]), m.top_p_filter(torch.tensor([row]), p), p, what)
 
     def top_survives():
         x = torch.tensor([[5.0, 1.0, 0.0, -1.0], [0.0, 0.1, 0.2, 0.3]])
@@ -126,8 +130,26 @@ def checks(m, opts):
             ("the input is not modified", not_in_place)]
 
 
-def run_case(m, c):
+def random_rows(seed, n, V=20):
+    """n random rows of V logits, each with a p far from its cumulative probabilities."""
+    g, rng, out = torch.Generator().manual_seed(seed), random.Random(seed + 1), []
+    while len(out) < n:
+        row = (torch.randn(1, V, generator=g) * rng.uniform(0.3, 3)).tolist()[0]
+        p = rng.uniform(0.05, 0.99)
+        if far_from_boundary(row, p):
+            out.append((row, p, f"random row {len(out) + 1} ({V} tokens, p = {p:.4f})"))
+    return out
+
+
+def verify(x, out, p, what):
+    """Every row of out is x's nucleus at p (nucleus_ok), whatever the order of the tokens."""
+    for b, (row, got) in enumerate(zip(x.tolist(), kept(out, what))):
+        ok, why = nucleus_ok(row, got, p)
+        expect(ok, f"{why} ({what}, row {b}: kept {got})")
+
+
+def compare(m, c, want):
+    """Case c (logits, p) verified by brute force; no expected output is needed."""
     x, p = torch.tensor(c["logits"], dtype=torch.float32), float(c["p"])
     x = x[None] if x.dim() == 1 else x
-    for b, (row, got) in enumerate(zip(x.tolist(), kept(m.top_p_filter(x.clone(), p), "case"))):
-        expect(got == reference(row, p), f"row {b} (p = {p}): expected kept {reference(row, p)}, got {got}")
+    verify(x, m.top_p_filter(x.clone(), p), p, c.get("name", "case"))

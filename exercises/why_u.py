@@ -13,13 +13,17 @@ of torch or math of your own:
   w_sum_batch       gamma = 1 (no memory): the sum of the two weights w = exp(d - log_u) of the batch
                     (D[0], D[3]), where log_u is that batch's own estimate
   w_sum_u           the same sum when log_u is the true log u
-  why_u             multiple choice, exercises/README.md
+  why_u             written, a few sentences: why does DFT keep u instead of each batch's own estimate?
+                    Use your numbers (graded by the teacher with the rubric)
 
-The question "why u?" is asked here: the numbers are the answer's evidence.
+    python -m exercises.check why_u
+
+A student's copy checks the form of the answers and how they relate; the teacher's copy checks the
+numbers themselves.
 """
 import math
 
-from exercises.lib import Fail, answers, choice, diagnose, lme, number
+from exercises.lib import Fail, answers, expect, number, written_check
 
 TITLE = "why u? a batch's own normalizer is biased; a moving average is not"
 TIME = 20
@@ -27,41 +31,24 @@ OBJECTIVE = "see that log E[X] is not E[log X] and what that does to DFT's weigh
 READ = (("docs/ALGORITHMS.md", "DFT"), ("losses.py", "logmeanexp"))
 TARGETS = ()
 NEEDS = ()
-
 D = [0.0, -1.0, -2.0, -4.0]
-BATCHES = [(j, k) for j in range(4) for k in range(4)]
-WHY_U = "f1433582fd9ea236"
-OPTIONS = ("a", "b", "c", "d")
-
-
-def expected():
-    """The numbers, from their definitions, with the values the usual mistakes give."""
-    true = lme(D)
-    batch = [lme([D[j], D[k]]) for j, k in BATCHES]
-    mean_batch = sum(batch) / len(batch)
-    log_mean = math.log(sum((math.exp(D[j]) + math.exp(D[k])) / 2 for j, k in BATCHES) / len(BATCHES))
-    unordered = [lme([D[j], D[k]]) for j in range(4) for k in range(j + 1, 4)]
-    w = lambda lu: math.exp(D[0] - lu) + math.exp(D[3] - lu)
-    return {
-        "true_log_u": (true, [(true + math.log(4), "a logsumexp: u is the MEAN of exp(d) over the negatives")]),
-        "mean_batch_log_u": (mean_batch, [
-            (sum(unordered) / len(unordered), "average over all 16 ordered pairs (j, k) with replacement, j = k included"),
-            (true, "that is the log of the average of u; this one is the average of each batch's log estimate"),
-            (mean_batch + math.log(2), "a logsumexp: each batch's estimate is a MEAN over its two negatives")]),
-        "log_mean_batch_u": (log_mean, [(mean_batch, "that is the average of the logs; average the batches' estimates "
-                                         "of u first (in linear space, as u does), then take the log")]),
-        "w_sum_batch": (w(lme([D[0], D[3]])), [(1.0, "w = exp(d - log_u) with log_u = logMEANexp of the batch: "
-                                                  "the weights sum to B, not 1")]),
-        "w_sum_u": (w(true), []),
-    }
+KEYS = ("true_log_u", "mean_batch_log_u", "log_mean_batch_u", "w_sum_batch", "w_sum_u")
 
 
 def checks(m, opts):
-    def num(key):
-        def thunk():
-            want, wrong = expected()[key]
-            diagnose(number(answers(m), key), want, f'ANSWERS["{key}"]', wrong, 1e-4)
-        return thunk
+    def numbers():
+        a = answers(m)
+        for key in KEYS:
+            number(a, key)
+
+    def unbiased():
+        a = answers(m)
+        gap = abs(number(a, "log_mean_batch_u") - number(a, "true_log_u"))
+        expect(abs(gap - math.log(4)) > 1e-3, "true_log_u and log_mean_batch_u differ by log 4: one of them is a "
+               "logsumexp; u is the MEAN of exp(d) over the negatives (and over the batches)")
+        expect(gap <= 1e-4, "the log of the average of the batches' u estimates should equal the true log u (each "
+               "batch's mean of exp(d) is unbiased in linear space): recheck log_mean_batch_u and true_log_u "
+               f"(they differ by {gap:.4g})")
 
     def bias():
         a = answers(m)
@@ -69,14 +56,14 @@ def checks(m, opts):
             raise Fail("your numbers say a batch's own estimate is not biased; by Jensen's inequality the average of "
                        "log-estimates lies below the log of the average: recheck mean_batch_log_u")
 
-    def why():
-        choice(answers(m), "why_u", "why_u", OPTIONS, WHY_U, "compare mean_batch_log_u with true_log_u, and w_sum_batch "
-               "with w_sum_u: what does a batch's own normalizer do to its weights, whatever the model thinks of them?")
+    def weights():
+        a = answers(m)
+        expect(number(a, "w_sum_u") > number(a, "w_sum_batch"), "this batch holds the negative the model likes "
+               "most (D[0] = 0): normalized by the true u its weights should sum to MORE than when the batch "
+               "normalizes itself; recheck w_sum_batch and w_sum_u")
 
-    return [("true_log_u: log of the mean of exp(D)", num("true_log_u")),
-            ("mean_batch_log_u: the average of the 16 batches' own estimates", num("mean_batch_log_u")),
-            ("log_mean_batch_u: the log of the average of their u", num("log_mean_batch_u")),
+    return [("the five numbers are filled in", numbers),
+            ("log of the averaged u equals the true log u (linear space: unbiased)", unbiased),
             ("the batch estimate is biased low (log E != E log)", bias),
-            ("w_sum_batch: the weights of one batch normalized by itself", num("w_sum_batch")),
-            ("w_sum_u: the same weights normalized by the true u", num("w_sum_u")),
-            ("why u? (multiple choice)", why)]
+            ("the true u lets a batch of liked negatives weigh more", weights),
+            written_check(m, "why_u", "why does DFT keep u?")]

@@ -94,6 +94,22 @@ def test_protocol_is_complete_and_resumable(tiny, monkeypatch, capsys):
     assert not calls
 
 
+
+def test_timing_measures_each_method_alone(tiny):
+    """--timing: one short run per method, fresh (its own negatives and reference log-probs), and
+    the time column made of them, SFT→DPO paying for its SFT run and DFT's samples."""
+    res = compare.main(cmp_args(tiny, "--timing", "--timing-steps", "1"))
+    t = res["timing"]
+    assert set(t) == {"sft", "dft", "sft>dpo"}
+    assert t["dft"]["negatives_s"] > 0 and t["sft>dpo"]["reference_s"] > 0
+    assert json.load(open(tiny / "out" / "results.json"))["timing"] == json.loads(json.dumps(t))
+    steps = 2  # 16 problems, batch 8, 1 epoch
+    sft = t["sft"]["negatives_s"] + t["sft"]["reference_s"] + t["sft"]["step_s"] * steps
+    assert compare.full_run_s(res, "sft") == pytest.approx(sft)
+    assert compare.full_run_s(res, "sft>dpo") == pytest.approx(
+        t["dft"]["negatives_s"] + t["sft>dpo"]["reference_s"] + t["sft>dpo"]["step_s"] * steps + sft)
+    assert "| sft | " in compare.main_table(res) and "1.0x" in compare.main_table(res)
+
 def test_plan_runs_nothing(tiny, capsys):
     res = compare.main(cmp_args(tiny, "--plan", "--out", str(tiny / "plan")))
     assert res["runs"] == {} and res["chosen_lr"] == {}

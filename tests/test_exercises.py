@@ -1,14 +1,16 @@
 """
 The classroom exercises (exercises/): every checker passes its solution and rejects plausible wrong answers
 with a message that names the mistake (a checker that cannot fail is a defect; the wrong answers below
-were written before the checks); the student edition holds no solution and fails cleanly until solved;
-the command line answers with the right output and exit status; the teacher's page names every exercise
-and the code it points to.
+were written before the checks); a student's copy, which runs only the public checks, passes the solutions
+too; the public cases are those the teacher's references compute; the student edition holds no solution,
+no answer key, no reference and no teacher's file, and fails cleanly until solved; the command line answers
+with the right output and exit status; the teacher's page names every exercise and the code it points to.
 
     python -m pytest -q tests/test_exercises.py
 """
 import ast
 import json
+import math
 import os
 import re
 import shutil
@@ -24,11 +26,12 @@ from exercises import check, student
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EX = os.path.join(ROOT, "exercises")
 SOL = os.path.join(EX, "solutions")
+TEACHER = os.path.join(EX, "teacher")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
 
 
-def run(name, impl=None, runs=None, cases=None, time_limit=None):
-    return check.run_exercise(name, impl=impl, runs=runs, cases=cases, time_limit_s=time_limit)
+def run(name, impl=None, runs=None, cases=None, time_limit=None, public=False):
+    return check.run_exercise(name, impl=impl, runs=runs, cases=cases, time_limit_s=time_limit, public=public)
 
 
 def failed(results):
@@ -63,15 +66,51 @@ def fake_runs(root, change=None):
     return str(root)
 
 
-def _solution_but(**answers):
-    """An sft_vs_dft answers file: the worked solution's answers with some changed."""
-    return (f"import importlib.util\nspec = importlib.util.spec_from_file_location('sol', {os.path.join(SOL, 'sft_vs_dft.py')!r})\n"
-            "sol = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(sol)\n"
-            f"def answers(runs):\n    return {{**sol.answers(runs), **{answers!r}}}\n")
+def fake_curves_run(root, change=None):
+    """A run directory like the one exercise dft_curves asks for (config.json, metrics.jsonl of 4 steps);
+    change(config, rows) may alter it. The checks read it; only the grader trains it again."""
+    from exercises import dft_curves as ex
+    root.mkdir(parents=True)
+    config = {**ex.SETTINGS, "seed": 0, "lr": 3e-5, "epochs": 2, "batch_size": 32}
+    rows = [{"step": k, "loss": 0.3 - 0.2 * k, "logp/pos": -3.0 - 0.2 * k, "logp/neg": -3.5 - 0.4 * k,
+             "logp0/neg": -3.5 - 0.1 * k, "log_u": -0.05 * k, "log_u/table_mean": -0.03 * (k - 1), "w/mean": 1.0 - 0.02 * k,
+             "w/max": 1.0 + 0.3 * k - 0.05 * k * k} for k in range(1, 5)]
+    if change:
+        change(config, rows)
+    (root / "config.json").write_text(json.dumps(config))
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(root)
+
+
+def _but(name, code="", **answers):
+    """An answers file for exercise `name`: its worked solution, with `code` (definitions that replace the
+    solution's) and some ANSWERS changed."""
+    return (f"import importlib.util\nspec = importlib.util.spec_from_file_location('sol_{name}', "
+            f"{os.path.join(SOL, name + '.py')!r})\nsol = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(sol)\nglobals().update({k: v for k, v in vars(sol).items() if not k.startswith('__')})\n"
+            + textwrap.dedent(code) + f"\nCHANGED = {answers!r}\n"
+            "if callable(getattr(sol, 'answers', None)):\n"
+            "    def answers(*a):\n        return {**sol.answers(*a), **CHANGED}\n"
+            "else:\n    ANSWERS = {**sol.ANSWERS, **CHANGED}\n")
 
 
 def _runs_with(change):
     return lambda root: fake_runs(root, change)
+
+
+def _curves_with(change):
+    return lambda root: fake_curves_run(root, change)
+
+
+def _lme(xs):
+    return math.log(sum(math.exp(x) for x in xs) / len(xs))
+
+
+_D = [0.0, -1.0, -2.0, -4.0]  # exercise why_u's four negatives
+_MEAN_BATCH_LOG_U = sum(_lme([_D[j], _D[k]]) for j in range(4) for k in range(4)) / 16
+_UNORDERED = sum(_lme([_D[j], _D[k]]) for j in range(4) for k in range(j + 1, 4)) / 6
+_E = [math.exp(s / 0.5 - p) for s, p in zip([-10.0, -12.0, -11.0], [-9.0, -13.0, -12.0])]
+_SOFTMAX_D = [e / sum(_E) for e in _E]  # exercise dft_gradient: w_j / B at u's fixed point
 
 
 # (what the answer gets wrong, a phrase the first failing check's message must contain, the answer's code)
@@ -98,6 +137,12 @@ WRONG = {
             def sequence_logps(logits, targets, mask):
                 lp = logits.float().log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
                 return torch.where(mask, lp, torch.zeros_like(lp)).sum(1) / mask.sum(1).clamp(min=1), mask.sum(1)
+         """),
+        ("the log of softmax, not log_softmax: large logit gaps underflow", "log_softmax", """
+            import torch
+            def sequence_logps(logits, targets, mask):
+                lp = torch.log(torch.softmax(logits.float(), -1)).gather(-1, targets[..., None]).squeeze(-1)
+                return torch.where(mask, lp, torch.zeros_like(lp)).sum(1), mask.sum(1)
          """),
     ],
     "dpo": [
@@ -137,6 +182,34 @@ WRONG = {
                 z = (cw - rw) - (cl - rl)
                 return (-(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)).mean(), {}
          """),
+    ],
+    "dpo_chosen": [
+        ("the sign flipped", "sign is flipped", _but("dpo_chosen", """
+            import torch
+            def chosen_change(g_w, g_l, margin, beta, lr):
+                return -lr * beta * torch.sigmoid(torch.tensor(-float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
+         """)),
+        ("sigmoid(m) for sigmoid(-m)", "sigmoid(-m)", _but("dpo_chosen", """
+            import torch
+            def chosen_change(g_w, g_l, margin, beta, lr):
+                return lr * beta * torch.sigmoid(torch.tensor(float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
+         """)),
+        ("beta left out", "beta is missing", _but("dpo_chosen", """
+            import torch
+            def chosen_change(g_w, g_l, margin, beta, lr):
+                return lr * torch.sigmoid(torch.tensor(-float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
+         """)),
+        ("a case without shared tokens: the chosen rises", "rises", _but("dpo_chosen", """
+            def make_case():
+                return [1], [2]
+         """)),
+        ("chosen and rejected the same", "same answer", _but("dpo_chosen", """
+            def make_case():
+                return [0, 1], [0, 1]
+         """)),
+        ("a prediction the instructor's seeds contradict", "say otherwise", _but("dpo_chosen", predict="up")),
+        ("the ASFT shift with its sign flipped", "sign is flipped", _but("dpo_chosen", asft_shift=-0.5440)),
+        ("ASFT's pull on the chosen without its SFT term", "SFT term", _but("dpo_chosen", asft_grad_chosen=-0.1)),
     ],
     "asft": [
         ("no clamp: an epsilon instead (unbounded gradient)", "unbounded", """
@@ -206,6 +279,12 @@ WRONG = {
                     return log_u.clone()
                 return torch.logaddexp(math.log(gamma) + log_u, math.log(1 - gamma) + lme)
          """),
+        ("a moving average of log u (the log of the moving average is asked)", "moving average of log u", """
+            import math, torch
+            def update_log_u(log_u, d, gamma):
+                lme = torch.logsumexp(d, 1) - math.log(d.shape[1])
+                return lme if gamma == 1 else (1 - gamma) * log_u + gamma * lme
+         """),
     ],
     "dft_loss": [
         ("the weights w carry gradient", "detach them", """
@@ -249,38 +328,38 @@ WRONG = {
                 w = (d - new[:, None]).exp().to(neg.dtype)
                 return (-pos + (w * neg).mean(1)).mean(), new, {}
          """),
+        ("dft2_loss with a base-model term", "no base-model term", """
+            from losses import dft_loss
+            def dft2_loss(pos, neg, log_u, tau=0.3, gamma=0.9):
+                return dft_loss(pos, neg, neg.detach(), log_u, tau, gamma)
+         """),
+    ],
+    "dft2_no_ref": [
+        ("believes DFT2 reads the reference log-probs", "no reference log-probs", _but(
+            "dft2_no_ref", dft2_inputs={"pos", "pos_n", "neg", "neg_n", "ref_neg", "log_u"})),
+        ("thinks a constant shift of logp_0 changes the weights", "cancels", _but("dft2_no_ref", w_shifted=[1.0, 1.0])),
+        ("forgets what a length-normalized loss divides by", "divides by pos_n", _but(
+            "dft2_no_ref", dft2_inputs={"pos", "neg", "log_u"})),
+        ("names a function train.py does not have", "not a function of train.py", _but(
+            "dft2_no_ref", train_function="sample_negatives")),
+        ("weights that sum to 1, not B", "sum to B", _but("dft2_no_ref", w_base=[0.8808, 0.1192])),
+    ],
+    "dft_gradient": [
+        ("the ratio the wrong way round (1/tau)", "disagree", _but("dft_gradient", ratio=2.0)),
+        ("the negatives' entries w_j, not w_j / B", "disagree", _but(
+            "dft_gradient", grad_surrogate=[-1.0] + [3 * x for x in _SOFTMAX_D])),
+        ("a stale u that changes nothing", "ratio_off equals ratio", _but("dft_gradient", ratio_off=0.5)),
+        ("a stale u read the wrong way (weights grow)", "SMALLER", _but("dft_gradient", ratio_off=0.5 * math.e)),
+        ("an answer without the argument", "words", _but("dft_gradient", derivation="tau, by the chain rule.")),
     ],
     "why_u": [
-        ("a logsumexp for the true normalizer", "logsumexp", """
-            import math
-            D = [0.0, -1.0, -2.0, -4.0]
-            ANSWERS = {"true_log_u": math.log(sum(math.exp(x) for x in D)), "mean_batch_log_u": -1.5,
-                       "log_mean_batch_u": -1.0, "w_sum_batch": 2.0, "w_sum_u": 2.6, "why_u": "c"}
-         """),
-        ("the batches without replacement", "ordered pairs", """
-            import itertools, math
-            D = [0.0, -1.0, -2.0, -4.0]
-            lme = lambda xs: math.log(sum(math.exp(x) for x in xs) / len(xs))
-            pairs = list(itertools.combinations(range(4), 2))
-            ANSWERS = {"true_log_u": lme(D), "mean_batch_log_u": sum(lme([D[j], D[k]]) for j, k in pairs) / len(pairs),
-                       "log_mean_batch_u": lme(D), "w_sum_batch": 2.0, "w_sum_u": 2.68, "why_u": "c"}
-         """),
-        ("the average of logs where the log of the average is asked", "average of the logs", """
-            import itertools, math
-            D = [0.0, -1.0, -2.0, -4.0]
-            lme = lambda xs: math.log(sum(math.exp(x) for x in xs) / len(xs))
-            pairs = list(itertools.product(range(4), repeat=2))
-            m = sum(lme([D[j], D[k]]) for j, k in pairs) / 16
-            ANSWERS = {"true_log_u": lme(D), "mean_batch_log_u": m, "log_mean_batch_u": m, "w_sum_batch": 2.0,
-                       "w_sum_u": 2.68, "why_u": "c"}
-         """),
-        ("the wrong reason", "is not it", """
-            import importlib.util
-            spec = importlib.util.spec_from_file_location("sol", SOL_WHY_U)
-            sol = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sol)
-            ANSWERS = {**sol.ANSWERS, "why_u": "d"}
-         """),
+        ("a logsumexp for the true normalizer", "logsumexp", _but(
+            "why_u", true_log_u=math.log(sum(math.exp(x) for x in [0.0, -1.0, -2.0, -4.0])))),
+        ("the batches without replacement", "ordered pairs", _but("why_u", mean_batch_log_u=_UNORDERED)),
+        ("the average of logs where the log of the average is asked", "equal the true log u", _but(
+            "why_u", log_mean_batch_u=_MEAN_BATCH_LOG_U)),
+        ("a weight sum read wrong", "recompute", _but("why_u", w_sum_u=2.5)),
+        ("a one-line reason", "words", _but("why_u", why_u="log E is not E log.")),
     ],
     "dft_tau1": [
         ("a logmeanexp for the normalizer", "SUM over all outputs", """
@@ -323,6 +402,10 @@ WRONG = {
             def exact_dft_objective(model, prompt, y, tau):
                 raise NotImplementedError
          """),
+        ("log Z at tau = 1 as the log of the number of outputs", "NUMBER of outputs", _but(
+            "dft_tau1", log_z_tau1=math.log(81))),
+        ("SFT for the sequence NLL", "TOKENS", _but("dft_tau1", loss_name="sft")),
+        ("a loss name the registry does not have", "entry of losses.LOSSES", _but("dft_tau1", loss_name="mle")),
     ],
     "top_p": [
         ("drops the token that makes the sum reach p", "is dropped", """
@@ -390,6 +473,13 @@ WRONG = {
                 return int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:15], 16)
             def epoch_columns(epoch, B):
                 return slice(0, B)
+         """),
+        ("seed and i glued together without a separator", "glued", """
+            import hashlib
+            def example_seed(seed, i):
+                return int(hashlib.sha256(f"{seed}{i}".encode()).hexdigest()[:15], 16)
+            def epoch_columns(epoch, B):
+                return slice(epoch * B, (epoch + 1) * B)
          """),
     ],
     "kv_cache": [
@@ -522,72 +612,18 @@ WRONG = {
                                       pairs_with_rejected=True)
          """),
     ],
-    "dft2_no_ref": [
-        ("believes DFT2 reads the reference log-probs", "no reference log-probs", """
-            ANSWERS = {"dft_inputs": {"pos", "neg", "ref_neg", "log_u"},
-                       "dft2_inputs": {"pos", "pos_n", "neg", "neg_n", "ref_neg", "log_u"},
-                       "w_base": [1.7616, 0.2384], "w_shifted": [1.7616, 0.2384], "w_matched": [1.0, 1.0],
-                       "why": "b", "train_function": "reference_logps"}
-         """),
-        ("thinks a constant shift of logp_0 changes the weights", "cancels", """
-            ANSWERS = {"dft_inputs": {"pos", "neg", "ref_neg", "log_u"},
-                       "dft2_inputs": {"pos", "pos_n", "neg", "neg_n", "log_u"},
-                       "w_base": [1.7616, 0.2384], "w_shifted": [1.0, 1.0], "w_matched": [1.0, 1.0],
-                       "why": "b", "train_function": "reference_logps"}
-         """),
-        ("picks the wrong reason", "is not it", """
-            ANSWERS = {"dft_inputs": {"pos", "neg", "ref_neg", "log_u"},
-                       "dft2_inputs": {"pos", "pos_n", "neg", "neg_n", "log_u"},
-                       "w_base": [1.7616, 0.2384], "w_shifted": [1.7616, 0.2384], "w_matched": [1.0, 1.0],
-                       "why": "c", "train_function": "reference_logps"}
-         """),
-        ("forgets what a length-normalized loss divides by", "divides by pos_n", """
-            ANSWERS = {"dft_inputs": {"pos", "neg", "ref_neg", "log_u"}, "dft2_inputs": {"pos", "neg", "log_u"},
-                       "w_base": [1.7616, 0.2384], "w_shifted": [1.7616, 0.2384], "w_matched": [1.0, 1.0],
-                       "why": "b", "train_function": "reference_logps"}
-         """),
-    ],
-    "dpo_chosen": [
-        ("the sign flipped", "sign is flipped", """
-            import torch
-            def chosen_change(g_w, g_l, margin, beta, lr):
-                return -lr * beta * torch.sigmoid(torch.tensor(-margin)).item() * float(g_w @ g_w - g_w @ g_l)
-            def make_case():
-                return [0, 1], [0, 0, 0, 0, 0, 2]
-            ANSWERS = {"why": "d", "predict": "down"}
-         """),
-        ("sigmoid(m) for sigmoid(-m)", "sigmoid(-m)", """
-            import torch
-            def chosen_change(g_w, g_l, margin, beta, lr):
-                return lr * beta * torch.sigmoid(torch.tensor(float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
-            def make_case():
-                return [0, 1], [0, 0, 0, 0, 0, 2]
-            ANSWERS = {"why": "d", "predict": "down"}
-         """),
-        ("a case without shared tokens: the chosen rises", "rises", """
-            import torch
-            def chosen_change(g_w, g_l, margin, beta, lr):
-                return lr * beta * torch.sigmoid(torch.tensor(-float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
-            def make_case():
-                return [1], [2]
-            ANSWERS = {"why": "d", "predict": "down"}
-         """),
-        ("chosen and rejected the same", "same answer", """
-            import torch
-            def chosen_change(g_w, g_l, margin, beta, lr):
-                return lr * beta * torch.sigmoid(torch.tensor(-float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
-            def make_case():
-                return [0, 1], [0, 1]
-            ANSWERS = {"why": "d", "predict": "down"}
-         """),
-        ("the wrong reason", "is not it", """
-            import torch
-            def chosen_change(g_w, g_l, margin, beta, lr):
-                return lr * beta * torch.sigmoid(torch.tensor(-float(margin))).item() * float(g_w @ g_w - g_w @ g_l)
-            def make_case():
-                return [0, 1], [0, 0, 0, 0, 0, 2]
-            ANSWERS = {"why": "b", "predict": "down"}
-         """),
+    "dft_curves": [
+        ("a number read wrong", "says", _but("dft_curves", w_max_peak=9.0)),
+        ("a plot that writes nothing", "wrote nothing", _but("dft_curves", """
+            def plot(run_dir, path):
+                pass
+         """)),
+        ("an empty SVG", "draws 0 lines", _but("dft_curves", """
+            def plot(run_dir, path):
+                open(path, "w").write('<svg xmlns="http://www.w3.org/2000/svg"></svg>')
+         """)),
+        ("u's trend read backwards", "goes from", _but("dft_curves", u_trend="up")),
+        ("a run with other flags", "other settings", _curves_with(lambda cfg, rows: cfg.update(max_steps=20))),
     ],
     "sft_vs_dft": [
         ("a run with another learning rate", "other settings", _runs_with(
@@ -596,19 +632,55 @@ WRONG = {
             lambda loss, cfg, after: after.update(nll=after["nll"] + 0.05) if loss == "dft" else None)),
         ("the runs with different seeds", "different seeds", _runs_with(
             lambda loss, cfg, after: cfg.update(seed=7) if loss == "dpo" else None)),
-        ("a trend read from one run", "not what the instructor", _solution_but(lower_nll="dft")),
-        ("what the held-out nll is", "is not it", _solution_but(nll_meaning="b")),
-        ("a reported number off", "your run files say", _solution_but(nll_after_dft=0.5)),
+        ("a trend read from one run", "not what the instructor", _but("sft_vs_dft", lower_nll="dft")),
+        ("what the held-out nll is", "is not it", _but("sft_vs_dft", nll_meaning="b")),
+        ("a reported number off", "your run files say", _but("sft_vs_dft", nll_after_dft=0.5)),
     ],
 }
 
 
 # -------------------------------------------------------------------- the solutions pass
 
-@pytest.mark.parametrize("name", [n for n in check.ORDER if n != "sft_vs_dft"])
-def test_solution_passes(name):
-    res = run(name)
+RUNS = {"dft_curves": fake_curves_run, "sft_vs_dft": fake_runs}  # the experiments read run directories
+
+
+def _runs_for(name, tmp_path):
+    return RUNS[name](tmp_path / "runs") if name in RUNS else None
+
+
+@pytest.mark.parametrize("name", check.ORDER)
+def test_solution_passes(name, tmp_path):
+    res = run(name, runs=_runs_for(name, tmp_path))
     assert res and not failed(res), [(r.name, r.message) for r in failed(res)]
+    assert check.teacher_part(name) is not None, f"{name}: no exercises/teacher/{name}.py"
+
+
+@pytest.mark.parametrize("name", check.ORDER)
+def test_a_students_copy_passes_the_solution_too(name, tmp_path):
+    """The public checks alone (what a student's copy runs) pass the worked solution as well."""
+    res = run(name, runs=_runs_for(name, tmp_path), public=True)
+    full = run(name, runs=_runs_for(name, tmp_path / "again"))
+    assert res and not failed(res), [(r.name, r.message) for r in failed(res)]
+    assert len(res) < len(full) or name in ("sft_vs_dft", "dft_curves"), f"{name}: the teacher's part adds nothing"
+
+
+@pytest.mark.parametrize("name", [n for n in check.ORDER if os.path.exists(os.path.join(TEACHER, "hidden", f"{n}.json"))])
+def test_the_teachers_hidden_cases_pass_the_solution(name):
+    res = run(name, cases=os.path.join(TEACHER, "hidden", f"{name}.json"))
+    assert any(r.name.startswith("hidden case") for r in res)
+    assert res and not failed(res), [(r.name, r.message) for r in failed(res)]
+
+
+def test_every_function_exercise_has_hidden_cases():
+    for name in check.ORDER:
+        if hasattr(check.exercise(name), "compare"):
+            assert os.path.exists(os.path.join(TEACHER, "hidden", f"{name}.json")), name
+
+
+def test_public_cases_are_what_the_references_compute():
+    p = subprocess.run([sys.executable, "-m", "exercises.teacher.make_cases", "--check"], cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_worked_solution_of_an_in_place_exercise_passes():
@@ -616,10 +688,23 @@ def test_worked_solution_of_an_in_place_exercise_passes():
     assert res and not failed(res), [(r.name, r.message) for r in failed(res)]
 
 
-def test_fifteen_exercises_in_course_order():
+def test_exercises_in_course_order():
     assert len(check.ORDER) == len(set(check.ORDER)) >= 12
-    files = {f[:-3] for f in os.listdir(EX) if f.endswith(".py")} - {"__init__", "check", "lib", "student"}
+    files = {f[:-3] for f in os.listdir(EX) if f.endswith(".py")} - {
+        "__init__", "check", "lib", "student", "grade", "guard", "smoke", "evidence"}
     assert files == set(check.ORDER)
+    order = list(check.ORDER)
+    assert order.index("dpo_chosen") == order.index("dpo") + 1
+    assert order.index("dft2_no_ref") == order.index("dft_loss") + 1
+
+
+def test_no_multiple_choice_left_but_in_the_experiment():
+    """Answers are numbers, short words checked against the teacher's key, or written and graded with the
+    rubric; only sft_vs_dft keeps its hashed choices until it is re-keyed (exercises/teacher/sft_vs_dft.py)."""
+    for name in check.ORDER:
+        text = open(os.path.join(EX, f"{name}.py")).read()
+        if name != "sft_vs_dft":
+            assert "choice(" not in text and "multiple choice" not in text, name
 
 
 def test_simpo_check_leaves_the_project_registry_alone():
@@ -641,24 +726,25 @@ def test_every_exercise_rejects_three_wrong_answers():
     assert all(n >= 3 for n in counts.values()), counts
 
 
-@pytest.mark.parametrize("name,label,must,code", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_wrong_answer_fails_naming_the_mistake(tmp_path, name, label, must, code):
-    runs = fake_runs(tmp_path / "runs") if name == "sft_vs_dft" else None
+def _wrong_file(tmp_path, name, code):
+    """(answer file, run directories) of a wrong variant."""
+    runs = _runs_for(name, tmp_path)
     if callable(code):  # a change to the run files rather than to the answers
-        runs, code = code(tmp_path / "changed"), open(os.path.join(SOL, "sft_vs_dft.py")).read()
+        runs, code = code(tmp_path / "changed"), open(os.path.join(SOL, f"{name}.py")).read()
     elif code in EDITS:  # the worked solution with one line changed
         src, (old, new) = open(os.path.join(SOL, "kv_cache.py")).read(), EDITS[code]
         assert old in src
         code = src.replace(old, new)
-    res = run(name, impl=write(tmp_path, code.replace("SOL_WHY_U", repr(os.path.join(SOL, "why_u.py")))), runs=runs)
+    return write(tmp_path, code), runs
+
+
+@pytest.mark.parametrize("name,label,must,code", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_wrong_answer_fails_naming_the_mistake(tmp_path, name, label, must, code):
+    impl, runs = _wrong_file(tmp_path, name, code)
+    res = run(name, impl=impl, runs=runs)
     bad = failed(res)
     assert bad, f"{label}: every check passed"
     assert must.lower() in bad[0].message.lower(), f"{label}: the first FAIL ({bad[0].name}) says {bad[0].message!r}"
-
-
-def test_sft_vs_dft_solution_reads_the_runs(tmp_path):
-    res = run("sft_vs_dft", runs=fake_runs(tmp_path / "runs"))
-    assert res and not failed(res), [(r.name, r.message) for r in failed(res)]
 
 
 def test_sft_vs_dft_says_which_run_is_missing(tmp_path):
@@ -682,10 +768,11 @@ def test_reference_numbers_come_from_several_seeds():
 def test_template_loads_and_is_unsolved(tmp_path, name, capsys):
     assert check.main([name, "--template"]) == 0
     path = write(tmp_path, capsys.readouterr().out)
-    runs = fake_runs(tmp_path / "runs") if name == "sft_vs_dft" else None
+    runs = _runs_for(name, tmp_path)
     res = run(name, impl=path, runs=runs)
     assert res[0].name not in ("import", "definitions"), res[0].message
-    assert not any(r.passed for r in res if "runs" not in r.name and "seed spread" not in r.name and "instructor" not in r.name)
+    about_runs = ("runs", "seed spread", "instructor", "the run:")
+    assert not any(r.passed for r in res if not any(w in r.name for w in about_runs))
     assert any(r.unsolved for r in res)
 
 
@@ -696,58 +783,94 @@ def _code_lines(src, names=None):
     but imports; function bodies without their def line): docstrings and comments left out."""
     tree, lines, out = ast.parse(src), src.splitlines(), set()
     stmts = []
-    for node in tree.body:
+    for node in ast.walk(tree) if names is None else tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (names is None or node.name in names):
             stmts += node.body[1:] if student._has_docstring(node) else node.body
-        elif names is None and not isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Expr)):
-            stmts.append(node)
+    if names is None:  # module-level statements, but the inputs of public cases (they are public)
+        stmts += [n for n in tree.body if not isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Expr))
+                  and not (isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and (
+                      t.id == "PUBLIC" or t.id.startswith("_")) for t in n.targets))]
     for stmt in stmts:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
         for k in range(stmt.lineno - 1, stmt.end_lineno):
             out.add(lines[k].split("  #")[0].strip())
     return out
 
 
 def _distinctive(line):
-    return len(line) >= 24 and not line.startswith(("return loss", "raise ", "def ", "import ", "from "))
+    return len(line) >= 24 and not line.startswith(("return loss", "raise ", "def ", "import ", "from ", "return ["))
 
 
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory):
+    """The student edition, built while an untracked file sits in exercises/ and in a folder of the
+    repository's root, as a teacher's hidden cases might."""
     out = tmp_path_factory.mktemp("student") / "edition"
-    assert student.main([str(out)]) == 0
+    strays = [os.path.join(EX, "hidden", "dpo.json"), os.path.join(EX, "notes.md"),
+              os.path.join(ROOT, "hidden_cases", "dpo.json")]
+    made = [p for p in strays if not os.path.exists(p)]
+    try:
+        for p in made:
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write('{"exercise": "dpo", "cases": [{"name": "SECRET-HIDDEN-CASE"}]}\n')
+        assert student.main([str(out)]) == 0
+    finally:
+        for p in made:
+            os.remove(p)
+            if not os.listdir(os.path.dirname(p)):
+                os.rmdir(os.path.dirname(p))
     return out
 
 
-def test_student_edition_holds_no_solution(edition):
-    """Neither the project's code of any exercise nor a line of a worked solution is anywhere in the edition."""
+def _texts(folder):
+    for d, _, files in os.walk(folder):
+        for f in files:
+            try:
+                yield os.path.relpath(os.path.join(d, f), folder), open(os.path.join(d, f), encoding="utf-8").read()
+            except UnicodeDecodeError:
+                continue  # weights, images
+
+
+def test_student_edition_holds_no_untracked_or_teacher_file(edition):
+    names = {rel for rel, _ in _texts(edition)} | {
+        os.path.relpath(os.path.join(d, f), edition) for d, _, fs in os.walk(edition) for f in fs}
+    assert not any(n.startswith(("exercises/hidden", "hidden_cases", "exercises/teacher", "exercises/solutions"))
+                   for n in names), sorted(n for n in names if "hidden" in n or "teacher" in n)
+    assert "exercises/notes.md" not in names and "tests/test_exercises.py" not in names
+    assert "tests/test_grading.py" not in names and not os.path.exists(edition / "out")
+    assert not any("SECRET-HIDDEN-CASE" in text for _, text in _texts(edition))
+
+
+def test_student_edition_holds_no_solution_key_or_reference(edition):
+    """Neither the project's code of any exercise, nor a line of a worked solution, nor a line of the
+    teacher's references and keys, nor a model written answer is anywhere in the edition."""
     solution_lines = set()
     for name in check.ORDER:
         ex = check.exercise(name)
         for module, fn in ex.TARGETS:
             with open(os.path.join(ROOT, module + ".py")) as f:
                 solution_lines |= _code_lines(f.read(), {fn})
-    for f in os.listdir(SOL):
-        with open(os.path.join(SOL, f)) as fh:
-            solution_lines |= _code_lines(fh.read())
-    shared = set()  # lines the project keeps outside the exercises' functions: not answers
-    for rel in student.repo_files():
-        if rel.endswith(".py") and not rel.startswith(("exercises/", "tests/")):
+    for folder in (SOL, TEACHER):
+        for f in os.listdir(folder):
+            if f.endswith(".py"):
+                with open(os.path.join(folder, f)) as fh:
+                    solution_lines |= _code_lines(fh.read())
+    shared = set()  # lines the project and the public checkers keep: not answers
+    for rel in student.repo_files()[0]:
+        if rel.endswith(".py"):
             with open(os.path.join(ROOT, rel)) as f:
                 src = f.read()
             mine = {fn for name in check.ORDER for m, fn in check.exercise(name).TARGETS if m + ".py" == rel}
             shared |= {ln.strip() for ln in (student.stub_source(src, mine, "x") if mine else src).splitlines()}
     distinctive = {ln for ln in solution_lines if _distinctive(ln) and not any(ln in sh for sh in shared)}
-    assert len(distinctive) > 60
-    assert not os.path.exists(edition / "exercises" / "solutions")
-    assert not os.path.exists(edition / "tests" / "test_exercises.py") and not os.path.exists(edition / "out")
-    for d, _, files in os.walk(edition):
-        for f in files:
-            try:
-                text = open(os.path.join(d, f), encoding="utf-8").read()
-            except UnicodeDecodeError:
-                continue  # weights, images
-            found = [ln for ln in distinctive if ln in text]
-            assert not found, f"{os.path.relpath(os.path.join(d, f), edition)} holds solution lines: {found[:3]}"
+    assert len(distinctive) > 100
+    for rel, text in _texts(edition):
+        found = [ln for ln in distinctive if ln in text]
+        assert not found, f"{rel} holds solution, key or reference lines: {found[:3]}"
+    from exercises.solutions import why_u  # a model written answer, for one
+    assert not any(why_u.ANSWERS["why_u"][:60] in text for _, text in _texts(edition))
 
 
 def test_student_edition_keeps_signatures_and_docstrings(edition):
@@ -757,6 +880,7 @@ def test_student_edition_keeps_signatures_and_docstrings(edition):
             a, b = ([n for n in t.body if isinstance(n, ast.FunctionDef) and n.name == fn][0] for t in (ref, ed))
             assert ast.dump(a.args) == ast.dump(b.args) and ast.get_docstring(a) == ast.get_docstring(b), fn
             assert isinstance(b.body[-1], ast.Raise) and len(b.body) == 2, fn
+    assert "dft2_loss" in {fn for n in check.ORDER for _, fn in check.exercise(n).TARGETS}
     for name in check.ORDER:
         if not check.exercise(name).TARGETS:
             assert (edition / "exercises" / "yours" / f"{name}.py").read_text() == \
@@ -775,7 +899,7 @@ def test_student_edition_fails_cleanly_until_solved(edition):
     assert [r["name"] for r in rows] == list(check.ORDER)
     for r in rows:
         assert r["rc"] == 1 and not r["out"]["passed"] and r["out"]["n_passed"] == 0, r
-        if r["name"] != "sft_vs_dft":  # the experiment first asks for its runs
+        if r["name"] not in ("sft_vs_dft", "dft_curves"):  # the experiments first ask for their runs
             assert r["out"]["unsolved"] and r["out"]["checks"][0]["message"].startswith("not solved yet"), r
     p = subprocess.run([sys.executable, "-m", "exercises.check", "dpo"], cwd=edition, env={**ENV, "PYTHONPATH": ""},
                        capture_output=True, text=True, timeout=120)
@@ -783,7 +907,11 @@ def test_student_edition_fails_cleanly_until_solved(edition):
     shutil.copy(os.path.join(ROOT, "losses.py"), edition / "losses.py")  # "solve" the loss exercises in place
     p = subprocess.run([sys.executable, "-m", "exercises.check", "dpo"], cwd=edition, env={**ENV, "PYTHONPATH": ""},
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "all 8 checks passed" in p.stdout, p.stdout
+    assert p.returncode == 0 and "all 7 checks passed" in p.stdout and "teacher case" not in p.stdout, p.stdout
+    p = subprocess.run([sys.executable, "-m", "exercises.check", "dpo", "--cases", os.path.join(
+        TEACHER, "hidden", "dpo.json")], cwd=edition, env={**ENV, "PYTHONPATH": ""}, capture_output=True, text=True,
+        timeout=120)
+    assert p.returncode == 2 and "teacher's references" in p.stderr  # inputs only: the edition cannot score them
     shutil.copy(os.path.join(ROOT, "train.py"), edition / "train.py")  # two processes, started from the edition
     p = subprocess.run([sys.executable, "-m", "exercises.check", "u_exchange"], cwd=edition, env={**ENV, "PYTHONPATH": ""},
                        capture_output=True, text=True, timeout=180)
@@ -799,8 +927,7 @@ def test_student_edition_refuses_a_used_or_inside_folder(tmp_path, capsys):
     assert student.main([str(tmp_path / "few"), "--only", "dpo,simpo"]) == 0
     src = (tmp_path / "few" / "losses.py").read_text()
     assert "exercise dpo: write dpo_loss" in src and "exercise asft" not in src
-    assert os.listdir(tmp_path / "few" / "exercises" / "yours") == ["README.md", "simpo.py"] or \
-        sorted(os.listdir(tmp_path / "few" / "exercises" / "yours")) == ["README.md", "simpo.py"]
+    assert sorted(os.listdir(tmp_path / "few" / "exercises" / "yours")) == ["README.md", "simpo.py"]
 
 
 # -------------------------------------------------------------------- the command line
@@ -817,15 +944,20 @@ def test_cli_list_usage_and_exit_status(tmp_path, capsys):
     assert check.main(["top_p", "--impl", write(tmp_path, WRONG["top_p"][0][2])]) == 1
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith(("  PASS", "  FAIL"))]
-    assert len(lines) == 8 and "FAIL  hand case" in out and "expected kept tokens [1, 3], got [1]" in out
+    assert len(lines) == 9 and "FAIL  hand case" in out and "expected kept tokens [1, 3], got [1]" in out
+    assert check.main(["top_p", "--public"]) == 0
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  PASS")]) == 8
 
 
 def test_cli_json(tmp_path, capsys):
     assert check.main(["dpo", "--json", "--impl", write(tmp_path, WRONG["dpo"][0][2])]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["exercise"] == "dpo" and out["passed"] is False and out["n_checks"] == len(out["checks"]) == 8
+    assert out["exercise"] == "dpo" and out["passed"] is False and out["n_checks"] == len(out["checks"]) == 9
     assert set(out["checks"][0]) == {"name", "passed", "message"}
     assert check.main(["dpo", "--json"]) == 0 and json.loads(capsys.readouterr().out)["passed"] is True
+    assert check.main(["why_u", "--json"]) == 0
+    written = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"].startswith("written: ")]
+    assert len(written) == 1 and written[0]["passed"] and len(written[0]["message"].split()) > 25
 
 
 def test_cli_hidden_cases(tmp_path, capsys):
@@ -880,19 +1012,29 @@ def test_cli_as_a_command(tmp_path):
     p = subprocess.run([sys.executable, "-m", "exercises.check", "dpo", "--impl", write(tmp_path, WRONG["dpo"][0][2])],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "PASS  zero margin gives log 2" in p.stdout and "FAIL  value at the defaults" in p.stdout
+    assert "PASS  zero margin gives log 2" in p.stdout and "FAIL  public case: the defaults" in p.stdout
+
+
+def test_smoke_test_of_a_classroom_machine():
+    p = subprocess.run([sys.executable, "-m", "exercises.check", "--smoke"], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0 and "ready" in p.stdout, p.stdout + p.stderr
+    assert all(f"{name}:" in p.stdout for name in check.ORDER)
 
 
 # -------------------------------------------------------------------- sizes and the docs
 
-def test_file_sizes():
+def test_file_sizes_and_line_lengths():
     limit = len(open(os.path.join(ROOT, "model.py")).read().splitlines())
-    assert len(open(os.path.join(EX, "check.py")).read().splitlines()) <= 300
+    assert len(open(os.path.join(EX, "check.py")).read().splitlines()) <= 400
     for d, _, files in os.walk(EX):
         for f in files:
-            if f.endswith((".py", ".md", ".json")):
+            if f.endswith((".py", ".md")):
                 n = len(open(os.path.join(d, f)).read().splitlines())
                 assert n <= limit, f"{f}: {n} lines, more than model.py's {limit}"
+    for f in ("grade.py", "guard.py", "smoke.py", "evidence.py", "dft_gradient.py", "dft_curves.py"):
+        long = [i for i, ln in enumerate(open(os.path.join(EX, f)), 1) if len(ln.rstrip("\n")) > 100]
+        assert not long, f"{f}: lines over 100 columns: {long[:5]}"
 
 
 def _defined(path, name):
@@ -922,6 +1064,45 @@ def test_readme_names_every_exercise_and_the_code_it_points_to():
             assert (path, what) not in targets, f"exercise {name} asks to read {what}, an exercise's own code"
     for q in ("why u?", "what is DFT at tau = 1?", "why does DPO lower the chosen log-prob?"):
         assert q in flat.replace("*", "")
+
+
+def _rows(text, heading):
+    """The rows of the table under a heading: (what, minutes)."""
+    part = text.split(heading, 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\|([^|\n]+)\|\s*(\d+)\s*\|", part, flags=re.M)
+
+
+def test_the_syllabus_fits_the_time_it_states():
+    """Each session's rows (setup, lectures, breaks, exercises, discussions) add up to its 180 minutes,
+    and every exercise is in the plan once, in class or as homework, with its own minutes."""
+    kit = open(os.path.join(TEACHER, "README.md")).read()
+    seen = {}
+    for heading, total in (("### Session 1", 180), ("### Homework 1", None), ("### Session 2", 180),
+                           ("### Homework 2", None)):
+        rows = _rows(kit, heading)
+        if total:
+            assert sum(int(m) for _, m in rows) == total, heading
+        for what, minutes in rows:
+            first = re.match(r"\s*`(\w+)`", what)
+            if first and first.group(1) in check.ORDER:
+                assert first.group(1) not in seen, first.group(1)
+                seen[first.group(1)] = int(minutes)
+    assert seen == {n: check.exercise(n).TIME for n in check.ORDER}
+    readme = open(os.path.join(EX, "README.md")).read()
+    assert sum(check.exercise(n).TIME for n in check.ORDER) == 450 and "450 minutes" in readme
+
+
+def test_the_teachers_kit_has_what_a_course_needs():
+    kit = open(os.path.join(TEACHER, "README.md")).read()
+    for must in ("python -m exercises.check --smoke", "python -m exercises.student", "python -m exercises.grade",
+                 "OMP_NUM_THREADS=1"):
+        assert must in kit, must
+    key, rubric = (open(os.path.join(TEACHER, f)).read() for f in ("answer_key.md", "rubric.md"))
+    for name in check.ORDER:
+        assert f"`{name}`" in kit and f"## {name}" in key and f"`{name}`" in rubric, name
+        tp = check.teacher_part(name)
+        for k, pts in getattr(tp, "RUBRIC", {}).items():
+            assert re.search(rf"`{k}`[^\n]*\b{pts} points", rubric), (name, k, pts)
 
 
 def test_no_stale_or_machine_text():

@@ -37,8 +37,11 @@ ANSWERS = {
     "w_base": weights([-11.0, -11.0]),  # [1.76, 0.24]: B * softmax(s): pi_0 finds both equally likely
     "w_shifted": weights([-30.0, -30.0]),  # the same: a constant shift of logp_0 cancels in the normalization
     "w_matched": weights([-10.0, -12.0]),  # [1, 1]: pi_0 already ranks the negatives like the model does
-    # DFT2's normalizer E_{y'~pi_0}[exp(a(y')/tau)] is estimated by the plain mean over samples from pi_0;
-    # pi_0's probabilities were only needed to turn that average into a sum over ALL responses.
-    "why": "b",
     "train_function": "reference_logps",  # scores every negative with the starting model before training
+    "why": ("DFT's normalizer is a sum over ALL responses of exp(s/tau); to estimate it from samples of pi_0 "
+            "each sample is divided by its probability pi_0(y'), the importance weight, which is why DFT needs "
+            "logp_0 and reference_logps. DFT2's normalizer is instead the expectation under pi_0 of "
+            "exp(a(y')/tau): the negatives are samples from pi_0, so their plain average estimates it with no "
+            "weights at all, and logp_0 never enters d. A constant shift of logp_0 does not change the weights; "
+            "only how pi_0 ranks the negatives does."),
 }

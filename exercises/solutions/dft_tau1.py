@@ -29,4 +29,15 @@ def exact_dft_objective(model, prompt, y, tau):
     return -s[-1] / tau + torch.logsumexp(s[:-1] / tau, 0)
 
 
-ANSWERS = {"tau1": "b", "loss_name": "nll"}
+ANSWERS = {
+    "log_z_tau1": 0.0,  # Z = sum_y' pi(y'|x) = 1, for any model and prompt
+    "grad_log_z": 0.0,  # grad log Z = grad Z / Z = grad 1 = 0
+    "loss_name": "nll",  # -logp(y|x), a mean over prompts (SFT's is over tokens)
+    "tau1": ("At tau = 1, exp(s(y')) = pi_theta(y'|x), so Z = sum over all outputs of "
+             "pi_theta(y'|x) = 1 for every theta: log Z = 0 and its gradient, sum_y' pi grad log pi "
+             "= grad sum_y' pi = 0. What is left of J is -logp(y|x), the sequence NLL, with the "
+             "NLL's gradient. So at tau = 1 DFT and NLL share their objective; DFT's training "
+             "differs only through its estimator: B sampled negatives instead of the sum, a u that "
+             "moves only when its prompt is seen, and negatives sampled at temperature 0.7 while "
+             "the weights divide by pi_0 at temperature 1."),
+}

@@ -11,9 +11,15 @@ len(y) softmax(theta), so a rejected that uses the chosen's token 0 five times, 
 pulls p(0) down hard; the chosen needs token 0 too, and falls with it, while the margin grows because
 the rejected falls faster. On real data chosen and rejected answers share most of their tokens (the
 same prompt, the same format, often the same first sentences), which is why DPO's chosen log-prob falls
-in practice: in the short runs of exercise sft_vs_dft, held-out logp of the gold answers drops from
-about -2.2 to -4.1 (the mean over eight seeds).
+in practice: in the short runs of exercise sft_vs_dft, held-out logp of the gold answers ends far below
+the base model's (exercises/reference_numbers.json: dpo/logp_pos against before/logp_pos).
+
+ASFT is different: its loss holds -(1 + lam beta) a(y_w), the chosen's own likelihood, so its pull on the
+chosen is a constant that never fades with the margin, and lowering both likelihoods together raises the
+loss. DPO's pull, beta sigmoid(-m), fades as the margin grows, and a common shift costs it nothing.
 """
+import math
+
 import torch
 
 
@@ -26,4 +32,19 @@ def make_case():
     return [0, 1], [0, 0, 0, 0, 0, 2]  # the rejected shares token 0 with the chosen, five times over
 
 
-ANSWERS = {"why": "d", "predict": "down"}
+ANSWERS = {
+    "predict": "down",
+    "dpo_grad_chosen": -0.1 / (1 + math.exp(3.0)),  # -beta sigmoid(-m) at m = 3: a weak pull
+    "dpo_shift": 0.0,  # the loss only sees the margin, which does not move
+    "asft_grad_chosen": -1.1,  # -(1 + lam beta), whatever a(y_l)
+    # L = -a_w - lam (beta a_w + log(1 - exp(beta a_l))), after minus before
+    "asft_shift": (1.5 - 0.1 * (-1.5 + math.log(-math.expm1(-2.5)))) - (1.0 - 0.1 * (-1.0 + math.log(-math.expm1(-2.0)))),
+    "why": ("DPO's loss depends only on the margin: it falls whenever the rejected falls faster than the chosen, "
+            "even when both fall. With shared parameters, the step lr beta sigmoid(-m) (g_w - g_l) changes s_w "
+            "by lr beta sigmoid(-m) (|g_w|^2 - g_w . g_l): negative when the rejected's gradient points the "
+            "chosen's way and is longer, as when chosen and rejected share most of their tokens."),
+    "why_asft": ("ASFT's loss holds the chosen's likelihood in absolute terms: -(1 + lam beta) a(y_w), whose "
+                 "gradient is a constant -1.1 that never fades, so lowering the chosen always costs (asft_shift "
+                 "> 0). DPO's pull on the chosen, beta sigmoid(-m), fades as the margin grows, and lowering both "
+                 "log-probs together costs nothing (dpo_shift = 0): nothing in DPO keeps the chosen up."),
+}

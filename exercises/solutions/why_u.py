@@ -31,5 +31,11 @@ ANSWERS = {
     "log_mean_batch_u": log_mean_batch_u.item(),  # equals true_log_u
     "w_sum_batch": torch.exp(pair - lme(pair)).sum().item(),  # always B = 2
     "w_sum_u": torch.exp(pair - true_log_u).sum().item(),  # more than 2: this batch holds the most liked negative
-    "why_u": "c",
+    "why_u": ("A batch's own estimate, logmeanexp of its d, is unbiased for u in linear space but not in "
+              "log space: by Jensen E[log X] <= log E[X], so mean_batch_log_u lies below true_log_u, and with "
+              "B = 2 by a lot. Worse, normalizing a batch by itself makes its weights sum to B (w_sum_batch = 2) "
+              "whatever the model thinks of these negatives: the batch can only move its push among its own "
+              "members. u averages exp(d) over the steps in linear space, so log_mean_batch_u = true_log_u, and a "
+              "batch of negatives the model likes more than usual gets weights summing to more than B "
+              "(w_sum_u > 2): it is pushed down harder, as the exact objective's gradient asks."),
 }

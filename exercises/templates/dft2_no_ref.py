@@ -8,6 +8,6 @@ ANSWERS = {
     "w_base": None,        # [w_1, w_2] for logp_0 = (-11, -11)
     "w_shifted": None,     # [w_1, w_2] for logp_0 = (-30, -30)
     "w_matched": None,     # [w_1, w_2] for logp_0 = (-10, -12)
-    "why": None,           # "a", "b", "c" or "d": why does DFT2 need no reference model?
     "train_function": None,  # the name of the train.py function whose work DFT needs and DFT2 skips
+    "why": None,           # a few sentences: why does DFT2 need no reference model?
 }

@@ -22,6 +22,8 @@ def exact_dft_objective(model, prompt, y, tau):
 
 
 ANSWERS = {
-    "tau1": None,       # "a", "b", "c" or "d": what is DFT at tau = 1?
-    "loss_name": None,  # the entry of losses.LOSSES whose objective is DFT's exact objective at tau = 1
+    "log_z_tau1": None,  # log Z at tau = 1, for ANY model and prompt (derive it; check it here)
+    "grad_log_z": None,  # the size of the gradient of log Z (parameters) at tau = 1
+    "loss_name": None,   # the entry of losses.LOSSES with DFT's exact objective at tau = 1
+    "tau1": None,        # the derivation, a few lines: DFT at tau = 1, and what tells it from SFT
 }

@@ -20,6 +20,11 @@ def make_case():
 
 
 ANSWERS = {
-    "why": None,      # "a", "b", "c" or "d": why does DPO lower the chosen log-prob?
-    "predict": None,  # "up", "down" or "same": held-out logp of the gold answers after a short DPO run
+    "predict": None,           # "up", "down" or "same": held-out logp of the gold answers after a short DPO run
+    "dpo_grad_chosen": None,   # dL/ds(y_w) of one DPO pair, beta = 0.1, margin beta * Delta = 3
+    "dpo_shift": None,         # change of that loss when s(y_w) and s(y_l) both fall by 5 (s_0 fixed)
+    "asft_grad_chosen": None,  # dL/da(y_w) of one ASFT pair, lam = 0.1, beta = 1, a(y_w) = -1, a(y_l) = -2
+    "asft_shift": None,        # change of that loss when a(y_w) and a(y_l) both fall by 0.5
+    "why": None,               # a few sentences: why does DPO lower the chosen log-prob?
+    "why_asft": None,          # a few sentences: why does ASFT keep pushing its chosen up?
 }

@@ -14,5 +14,5 @@ ANSWERS = {
     "log_mean_batch_u": None,  # log of the average over the 16 pairs of mean(exp(D[j]), exp(D[k]))
     "w_sum_batch": None,       # batch (D[0], D[3]), log_u = its own estimate: sum of w = exp(d - log_u)
     "w_sum_u": None,           # the same sum with log_u = true_log_u
-    "why_u": None,             # "a", "b", "c" or "d": why does DFT keep u?
+    "why_u": None,             # a few sentences, with your numbers: why does DFT keep u?
 }
