@@ -351,6 +351,10 @@ def train_argv(ctx, method, lr, seed):
 def train_run(ctx, method, lr, seed):
     """Train one run unless its final/ exists; an interrupted run continues from its checkpoint."""
     d = run_dir(ctx.args, method, lr, seed)
+    if method.startswith("sft>"):
+        # results.json alone carried to a new machine: the SFT model this run starts from is
+        # trained again (the same seed gives the same model)
+        train_run(ctx, "sft", ctx.results["chosen_lr"]["sft"], seed)
     if not os.path.exists(os.path.join(d, "final")):
         resume = os.path.exists(os.path.join(d, "last", "state.pt"))
         print0(f"\n=== {method} lr {lr_label(lr)} seed {seed}" + (" (resuming)" if resume else "")

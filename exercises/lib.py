@@ -14,7 +14,6 @@ their expected outputs and the outputs of the usual mistakes (exercises/cases/NA
 references that compute expected outputs for any input, the answer keys and the hidden cases are the
 teacher's (exercises/teacher/), and the grader runs them too.
 """
-import hashlib
 import json
 import os
 import random
@@ -249,20 +248,6 @@ def written_check(m, key, question, min_words=25, *args):
     """The check of a written answer ANSWERS[key]: named "written: KEY: question" (the grader gives it
     the rubric's points for KEY); it passes once there is an answer, and returns it for the grade sheet."""
     return f"{WRITTEN}{key}: {question}", lambda: written(answers(m, *args), key, min_words)
-
-
-def digest(exercise, key, value):
-    """The stored form of a multiple-choice answer (exercise sft_vs_dft, until it is re-keyed)."""
-    return hashlib.sha256(f"nanodft:{exercise}:{key}:{word(value)}".encode()).hexdigest()[:16]
-
-
-def choice(a, exercise, key, options, sha, hint):
-    """A multiple-choice answer checked against its digest (exercise sft_vs_dft, until it is
-    re-keyed: exercises/teacher/sft_vs_dft.py)."""
-    got = word(get(a, key))
-    expect(got in options, f'ANSWERS["{key}"] should be one of {", ".join(repr(o) for o in options)}, '
-           f"got {got!r}")
-    expect(digest(exercise, key, got) == sha, f'ANSWERS["{key}"] = {got!r} is not it. Hint: {hint}')
 
 
 # -----------------------------------------------------------------------------

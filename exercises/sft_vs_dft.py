@@ -1,18 +1,38 @@
 """
-Exercise sft_vs_dft: run SFT, DFT and DPO briefly on the built-in task, and read the numbers against the
-instructor's, measured over several seeds.
+Exercise sft_vs_dft: run SFT, DFT and DPO briefly on the built-in task, read the numbers against the
+instructor's, measured over several seeds, and explain one of them.
 
-Three short runs from the shipped base model, the same flags and seed (about 40 s to 1.5 minutes each on 2 CPU
+Three short runs from the shipped base model, the same flags and seed (about a minute each on 2 CPU
 cores, DFT the longest; pick any seed):
     python train.py --loss sft --max-examples 256 --epochs 1 --lr 1e-4 --eval-max-examples 200 --log-every 1 --seed 0 --out-dir out/sft_vs_dft/sft
     ... the same with --loss dft --out-dir out/sft_vs_dft/dft, and --loss dpo --out-dir out/sft_vs_dft/dpo
-The checker reads the three run directories (--runs, default out/sft_vs_dft), checks their settings,
-compares their numbers with exercises/reference_numbers.json (the instructor's runs of seeds 0-4: mean,
-sd, and a tolerance of max(3 sd, a floor)), and checks your ANSWERS: the numbers you read from your
-tables, and the trends, which must rest on the instructor's multi-seed numbers, not on one run.
+The checker reads the three run directories (--runs, default out/sft_vs_dft), checks their settings and
+compares their numbers with exercises/reference_numbers.json: the instructor's runs of seeds 0-4, each
+number's values seed by seed, mean, sd, and a tolerance of max(3 sd, a floor).
+
+ANSWERS (exercises/README.md, exercise sft_vs_dft):
+  nll_before, nll_after_sft, nll_after_dft, nll_after_dpo, exact_match_before, exact_match_after_sft,
+  exact_match_after_dft     read from your runs' final tables (eval.json)
+  tokens_per_answer         from two numbers of the "before" column only, nll and logp/pos: the mean
+                            number of scored tokens per gold answer (what does each of them average over?)
+  sft_em                    "up", "down" or "same": SFT's exact match against the base model's
+  lower_nll                 "sft", "dft" or "same": which ends with the lower held-out nll
+  dft_gold                  "up", "down" or "same": DFT's held-out logp of the gold answers against SFT's
+  dft_neg                   "up", "down" or "same": DFT's log-prob of its own negatives against the base
+                            model's log-prob of the same negatives (dft/neg_vs_base)
+  why_dft                   written: DFT ends below SFT on the gold answers here. Give one explanation
+                            that fits the numbers (name them: train.py's printed share of correct
+                            negatives, the grad_norm columns of metrics.jsonl, ...) and the one run,
+                            with its flags, that would test it. (Graded by the teacher with the rubric.)
+The four trend answers rest on the instructor's five seeds, not on your one run: compare two numbers
+seed by seed (the same seed: the same data order), and call a difference a trend only when the mean of
+the per-seed differences is larger than twice their sd plus half the floor of that kind of number
+(FLOORS); otherwise "same". A student's copy checks the runs, the numbers you read and the form of the
+answers; the teacher's copy checks the answers themselves.
 
 Instructors: `python -m exercises.sft_vs_dft --measure --seeds 0 1 2 3 4 --root DIR` runs the 15 runs one
-after the other and rewrites exercises/reference_numbers.json from them (about 15 minutes on 2 idle cores).
+after the other and rewrites exercises/reference_numbers.json from them (about 20 minutes on one core);
+exercises/teacher/sft_vs_dft.py holds the keys, and a test checks that each clears its threshold.
 """
 import argparse
 import json
@@ -21,11 +41,11 @@ import os
 import subprocess
 import sys
 
-from exercises.lib import Fail, answers, choice, expect, number, word
+from exercises.lib import Fail, answers, expect, number, one_of, written_check
 
-TITLE = "run SFT, DFT and DPO briefly; compare with the instructor's multi-seed numbers and read the trends"
+TITLE = "run SFT, DFT and DPO briefly; read trends from the instructor's seeds, explain one, design a test"
 TIME = 40
-OBJECTIVE = "run a controlled experiment, tell a trend from seed noise, and explain what DFT and DPO do to likelihoods"
+OBJECTIVE = "run a controlled experiment, tell a trend from seed noise, and turn an explanation into a test"
 READ = (("train.py", "main"), ("eval.py", "compute_metrics"), ("docs/ALGORITHMS.md", "DFT"), ("README.md", "Results"))
 TARGETS = ()
 NEEDS = ()
@@ -41,7 +61,12 @@ SETTINGS = {"init": "data/base", "data": "data/arith/train.jsonl", "max_examples
             "eval_data": None, "log_every": 1, "max_steps": None, "tau": None, "gamma": None, "beta": None,
             "label_smoothing": None, "lam": None, "negatives": None}
 FLOORS = {"nll": 0.002, "exact_match": 0.03, "logp_pos": 0.03, "neg_vs_base": 0.05, "chosen_vs_ref": 0.05}
-WHY_NEG_DOWN, NLL_MEANING, WHY_DFT_NLL = "bf34cb4514c394aa", "763c69d22de91c17", "6ac3aadcb00587a4"
+# the trend questions: {key: the options}, keyed in exercises/teacher/sft_vs_dft.py
+TRENDS = {"sft_em": ("up", "down", "same"), "lower_nll": ("sft", "dft", "same"),
+          "dft_gold": ("up", "down", "same"), "dft_neg": ("up", "down", "same")}
+READ_OFF = (("nll_before", "before/nll"), ("nll_after_sft", "sft/nll"), ("nll_after_dft", "dft/nll"),
+            ("nll_after_dpo", "dpo/nll"), ("exact_match_before", "before/exact_match"),
+            ("exact_match_after_sft", "sft/exact_match"), ("exact_match_after_dft", "dft/exact_match"))
 
 
 def summarize(runs):
@@ -86,24 +111,6 @@ def reference():
         return json.load(f)["sft_vs_dft"]
 
 
-def trend(ref, a, b):
-    """'up' when metric a is clearly above metric b in the instructor's numbers, 'down' below, else 'same':
-    clearly means by more than twice the larger seed-to-seed sd (plus a floor)."""
-    ma, mb = ref["metrics"][a], ref["metrics"][b]
-    diff, spread = ma["mean"] - mb["mean"], 2 * max(ma["sd"], mb["sd"]) + FLOORS[a.split("/")[1]] / 2
-    return "same" if abs(diff) <= spread else "up" if diff > 0 else "down"
-
-
-def trends(ref):
-    """The trend questions and their answers, from the instructor's multi-seed numbers."""
-    lower, neg = trend(ref, "sft/nll", "dft/nll"), ref["metrics"]["dft/neg_vs_base"]
-    return {"lower_nll": {"down": "sft", "up": "dft", "same": "same"}[lower],
-            "dft_nll": trend(ref, "dft/nll", "before/nll"),
-            "dft_neg": "same" if abs(neg["mean"]) <= 2 * neg["sd"] + FLOORS["neg_vs_base"] / 2 else
-                       "down" if neg["mean"] < 0 else "up",
-            "dpo_logp_pos": trend(ref, "dpo/logp_pos", "before/logp_pos")}
-
-
 def checks(m, opts):
     runs, state = opts.get("runs") or os.path.join("out", "sft_vs_dft"), {}
 
@@ -133,19 +140,12 @@ def checks(m, opts):
             expect(abs(got - want) <= 1e-3, f'ANSWERS["{key}"] = {got!r}, but your run files say {want:.4f}')
         return thunk
 
-    def trend_question(key, options, hint):
-        def thunk():
-            got, want = word(answers(m, runs).get(key)), trends(reference())[key]
-            if got == "none":
-                raise NotImplementedError(f'ANSWERS["{key}"] is not filled in yet')
-            expect(got in options, f'ANSWERS["{key}"] should be one of {", ".join(options)}, got {got!r}')
-            expect(got == want, f'ANSWERS["{key}"] = {got!r} is not what the instructor\'s {len(reference()["seeds"])} seeds '
-                   f"show (exercises/reference_numbers.json; one run can mislead, the mean over seeds is the evidence). "
-                   f"Hint: {hint}")
-        return thunk
-
-    def mc(key, sha, hint):
-        return lambda: choice(answers(m, runs), "sft_vs_dft", key, ("a", "b", "c", "d"), sha, hint)
+    def filled():
+        a = answers(m, runs)
+        for key, options in TRENDS.items():
+            one_of(a, key, options)
+        expect(number(a, "tokens_per_answer") > 0, 'ANSWERS["tokens_per_answer"] is a count of tokens: '
+               "it should be positive")
 
     setting = "a changed flag, another base model or test file, or a bug in the code the run used"
     return [("your runs: the exercise's settings, one seed", lambda: mine() and None),
@@ -159,24 +159,9 @@ def checks(m, opts):
                 "dft_loss, exchange_log_u, example_seed)")),
             ("your DPO run is within the instructor's seed spread", within(
                 ["dpo/nll", "dpo/exact_match", "dpo/logp_pos", "dpo/chosen_vs_ref"], setting + " (for DPO: dpo_loss)")),
-            ("the numbers you report are your runs'", lambda: [reported(k, v)() for k, v in (
-                ("nll_before", "before/nll"), ("nll_after_sft", "sft/nll"), ("nll_after_dft", "dft/nll"),
-                ("nll_after_dpo", "dpo/nll"), ("exact_match_after_sft", "sft/exact_match"),
-                ("exact_match_after_dft", "dft/exact_match"))] and None),
-            ("which has the lower held-out nll, SFT or DFT (over seeds)", trend_question(
-                "lower_nll", ("sft", "dft", "same"), "compare the means, and the difference with the sd")),
-            ("DFT's held-out nll against the base model's (over seeds)", trend_question(
-                "dft_nll", ("up", "down", "same"), "dft/nll against before/nll")),
-            ("DFT's log-prob of its negatives against the base model's (over seeds)", trend_question(
-                "dft_neg", ("up", "down", "same"), "dft/neg_vs_base is logp/neg - logp0/neg on the same negatives")),
-            ("DPO's held-out logp of the gold answers (over seeds)", trend_question(
-                "dpo_logp_pos", ("up", "down", "same"), "dpo/logp_pos against before/logp_pos")),
-            ("what pushes logp/neg down (multiple choice)", mc("why_neg_down", WHY_NEG_DOWN, "differentiate "
-                "L_i = -s(y_i) + (1/B) sum_j w_j s(y'_j) with respect to s(y'_j)")),
-            ("what the held-out nll measures (multiple choice)", mc("nll_meaning", NLL_MEANING, "read eval.py's "
-                "docstring and compute_metrics: what is summed, what is divided by what?")),
-            ("why DFT raises the held-out nll here (multiple choice)", mc("why_dft_nll", WHY_DFT_NLL, "train.py prints "
-                "how many of the negatives the task's checker marks correct; what does DFT do to each negative?"))]
+            ("the numbers you report are your runs'", lambda: [reported(k, v)() for k, v in READ_OFF] and None),
+            ("the trend answers and tokens_per_answer are filled in (the teacher's copy checks them)", filled),
+            written_check(m, "why_dft", "an explanation of DFT's gold log-prob, and the run that tests it", 40, runs)]
 
 
 def measure(seeds, root, python=sys.executable):

@@ -85,6 +85,19 @@ def test_protocol_is_complete_and_resumable(tiny, monkeypatch, capsys):
     again = compare.main(cmp_args(d))
     assert len(seen) == 1 and "--resume" in seen[0] and "test" in again["runs"][rid]
     assert "plan: 16 scorings (1 to do)" in capsys.readouterr().out
+    # results.json carried alone to a new machine: a missing SFT->DPO run trains its SFT start again
+    sft_dir = compare.run_dir(flags, "sft", chosen["sft"], 1)
+    shutil.rmtree(sft_dir)
+    shutil.rmtree(compare.run_dir(flags, "sft>dpo", chosen["sft>dpo"], 1))
+    saved = json.load(open(d / "out" / "results.json"))
+    del saved["runs"][compare.run_id("sft>dpo", chosen["sft>dpo"], 1)]["test"]
+    json.dump(saved, open(d / "out" / "results.json", "w"))
+    seen.clear()
+    again = compare.main(cmp_args(d))
+    assert [a[a.index("--loss") + 1] for a in seen] == ["sft", "dpo"]
+    assert seen[1][seen[1].index("--init") + 1] == os.path.join(sft_dir, "final")
+    rid = compare.run_id("sft>dpo", chosen["sft>dpo"], 1)
+    assert again["runs"][rid]["test"] == runs[rid]["test"]  # the same seed, the same model
     # the results belong to one setup: other --train-args are refused before any work
     monkeypatch.setattr(train, "main", lambda a: calls.append(a))
     other = cmp_args(d)

@@ -21,7 +21,7 @@ import textwrap
 import pytest
 
 import losses
-from exercises import check, student
+from exercises import check, lib, student
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EX = os.path.join(ROOT, "exercises")
@@ -92,6 +92,11 @@ def _but(name, code="", **answers):
             "if callable(getattr(sol, 'answers', None)):\n"
             "    def answers(*a):\n        return {**sol.answers(*a), **CHANGED}\n"
             "else:\n    ANSWERS = {**sol.ANSWERS, **CHANGED}\n")
+
+
+def _mean(key):
+    with open(os.path.join(EX, "reference_numbers.json")) as f:
+        return json.load(f)["sft_vs_dft"]["metrics"][key]["mean"]
 
 
 def _runs_with(change):
@@ -207,7 +212,6 @@ WRONG = {
             def make_case():
                 return [0, 1], [0, 1]
          """)),
-        ("a prediction the instructor's seeds contradict", "say otherwise", _but("dpo_chosen", predict="up")),
         ("the ASFT shift with its sign flipped", "sign is flipped", _but("dpo_chosen", asft_shift=-0.5440)),
         ("ASFT's pull on the chosen without its SFT term", "SFT term", _but("dpo_chosen", asft_grad_chosen=-0.1)),
     ],
@@ -632,8 +636,11 @@ WRONG = {
             lambda loss, cfg, after: after.update(nll=after["nll"] + 0.05) if loss == "dft" else None)),
         ("the runs with different seeds", "different seeds", _runs_with(
             lambda loss, cfg, after: cfg.update(seed=7) if loss == "dpo" else None)),
-        ("a trend read from one run", "not what the instructor", _but("sft_vs_dft", lower_nll="dft")),
-        ("what the held-out nll is", "is not it", _but("sft_vs_dft", nll_meaning="b")),
+        ("a trend read from one run", "seeds say otherwise", _but("sft_vs_dft", lower_nll="dft")),
+        ("tokens per answer as 1 / nll", "1 / nll", _but(
+            "sft_vs_dft", tokens_per_answer=1 / _mean("before/nll"))),
+        ("the DFT trend of the gold answers reversed", "seeds say otherwise", _but("sft_vs_dft", dft_gold="up")),
+        ("no written answer", "not filled in", _but("sft_vs_dft", why_dft="")),
         ("a reported number off", "your run files say", _but("sft_vs_dft", nll_after_dft=0.5)),
     ],
 }
@@ -698,13 +705,30 @@ def test_exercises_in_course_order():
     assert order.index("dft2_no_ref") == order.index("dft_loss") + 1
 
 
-def test_no_multiple_choice_left_but_in_the_experiment():
+def test_no_multiple_choice_left():
     """Answers are numbers, short words checked against the teacher's key, or written and graded with the
-    rubric; only sft_vs_dft keeps its hashed choices until it is re-keyed (exercises/teacher/sft_vs_dft.py)."""
+    rubric: no options to try one by one, no hashed answers in a student's copy."""
     for name in check.ORDER:
         text = open(os.path.join(EX, f"{name}.py")).read()
-        if name != "sft_vs_dft":
-            assert "choice(" not in text and "multiple choice" not in text, name
+        assert "choice(" not in text and "multiple choice" not in text, name
+    assert not hasattr(lib, "choice") and not hasattr(lib, "digest")
+
+
+def test_sft_vs_dft_keys_clear_their_thresholds_by_two_sd(tmp_path):
+    """Each trend key is what the exercise's rule gives on the instructor's seeds, and the mean
+    per-seed difference clears the rule's threshold by at least 2 sds of the differences, so that
+    re-measuring the reference numbers does not flip it; a key that fails goes."""
+    from exercises.sft_vs_dft import TRENDS
+    from exercises.teacher import sft_vs_dft as t
+    ref = json.load(open(os.path.join(EX, "reference_numbers.json")))["sft_vs_dft"]
+    assert set(t.KEYS) == set(TRENDS) == set(t.COMPARES)
+    for key, want in t.KEYS.items():
+        got, margin = t.trend(ref, key)
+        assert got == want and margin >= 2, (key, got, want, margin)
+    # the worked solution reads the same keys off the same file, its own way
+    sol = check.load_file(os.path.join(SOL, "sft_vs_dft.py"))
+    got = sol.answers(fake_runs(tmp_path / "runs"))
+    assert {k: got[k] for k in t.KEYS} == t.KEYS
 
 
 def test_simpo_check_leaves_the_project_registry_alone():

@@ -161,7 +161,9 @@ def test_faked_run_directories_fail_the_evidence(tmp_path):
     assert len(evidence) == 3 and all(r["points"] == "0" for r in evidence.values())
     assert "has no final/ model" in svd[f"evidence: sft/final {claims}"]["message"]
     assert "do not come from this model" in svd[f"evidence: dft/final {claims}"]["message"]
-    assert all(r["points"] == "1" for k, r in svd.items() if not k.startswith("evidence:"))
+    assert all(r["points"] == "1" for k, r in svd.items() if not k.startswith(("evidence:", "written:")))
+    assert svd["written: why_dft: an explanation of DFT's gold log-prob, and the run that tests it"][
+        "message"] == "rubric: to grade by hand"
     curves = {r["check"]: r for r in by["faked", "dft_curves"]}
     again = curves["evidence: the run trains again to the same curves"]
     assert again["points"] == "0" and "not what these flags train" in again["message"]

@@ -33,7 +33,6 @@ def make_case():
 
 
 ANSWERS = {
-    "predict": "down",
     "dpo_grad_chosen": -0.1 / (1 + math.exp(3.0)),  # -beta sigmoid(-m) at m = 3: a weak pull
     "dpo_shift": 0.0,  # the loss only sees the margin, which does not move
     "asft_grad_chosen": -1.1,  # -(1 + lam beta), whatever a(y_l)
