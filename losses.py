@@ -266,6 +266,7 @@ class LossSpec:
     # on preference data its negative is the "rejected" response (B = 1)
     pairs_with_rejected: bool = False
     # train.py's default --lr: what the validation split chose for it on the built-in task
+    # (README, Results; a test holds it to docs/results.json)
     lr: float = 3e-5
 
     @property
@@ -296,8 +297,9 @@ DPO_BETA = "DPO inverse temperature on the reference-relative log-ratios"
 SMOOTHING = HParam(0.0, "conservative-DPO label smoothing eps", low=0, high=0.5,
                    low_inclusive=True, high_exclusive=True)
 LOSSES = {
-    "sft": LossSpec(sft_loss, dict(logps="pos", n_tokens="pos_n"), step_mean="tokens"),
-    "nll": LossSpec(nll_loss, dict(logps="pos")),
+    "sft": LossSpec(sft_loss, dict(logps="pos", n_tokens="pos_n"), step_mean="tokens", lr=1e-5),
+    # not validated on its own: SFT's lr (the same objective, summed over an answer's tokens)
+    "nll": LossSpec(nll_loss, dict(logps="pos"), lr=1e-5),
     "dft": LossSpec(
         dft_loss,
         dict(pos_logps="pos", neg_logps="neg", neg_ref_logps="ref_neg", log_u="log_u"),

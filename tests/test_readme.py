@@ -96,7 +96,7 @@ def test_the_readme_points_at_code_by_name():
     import losses
     import negatives
     import train
-    names = re.findall(r"`(losses|negatives|train)\.(?!py`)(\w+)`", README)
+    names = re.findall(r"`(losses|negatives|train)\.(?!(?:py|jsonl|json)`)(\w+)`", README)
     assert len({n for _, n in names}) >= 8
     modules = {"losses": losses, "negatives": negatives, "train": train}
     for module, name in names:
@@ -112,6 +112,18 @@ def test_readme_results_block_is_the_report_of_docs_results_json():
     results = json.load(open(os.path.join(ROOT, "docs", "results.json")))
     assert README[start:end].strip() == compare.tables(results).strip()
 
+
+def test_each_loss_defaults_to_its_validated_lr():
+    """train.py's default --lr of a loss is the lr validation chose for it in docs/results.json
+    (a method not validated yet keeps the registry's fallback), and every choice is bracketed."""
+    import json
+    import compare
+    import losses
+    results = json.load(open(os.path.join(ROOT, "docs", "results.json")))
+    for method, lr in results["chosen_lr"].items():
+        assert compare.brackets(results["grid"][method], lr), method
+        if method in losses.LOSSES:
+            assert losses.LOSSES[method].lr == pytest.approx(lr, rel=1e-6), method
 
 
 NO_HEADROOM = ("<!-- no-headroom: start -->", "<!-- no-headroom: end -->")
