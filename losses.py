@@ -303,7 +303,8 @@ LOSSES = {
     "dft": LossSpec(
         dft_loss,
         dict(pos_logps="pos", neg_logps="neg", neg_ref_logps="ref_neg", log_u="log_u"),
-        {"tau": HParam(1.0, TAU, low=0), "gamma": HParam(0.85, GAMMA, low=0, high=1)}),
+        {"tau": HParam(1.0, TAU, low=0), "gamma": HParam(0.85, GAMMA, low=0, high=1)},
+        lr=1e-5),
     "dft2": LossSpec(
         dft2_loss,
         dict(pos_avg_logps="pos", neg_avg_logps="neg", log_u="log_u"),

@@ -2,8 +2,9 @@
 Exercise dft_curves: plot u, w and the log-probs over a real DFT run, and say what they show.
 
 A tiny DFT run from the shipped base model (about 20 s on 2 CPU cores; 2 epochs of 2 steps):
-    python train.py --loss dft --max-examples 64 --max-steps 8 --log-every 1 \
+    python train.py --loss dft --max-examples 64 --max-steps 8 --log-every 1 --lr 1e-4 \
         --out-dir out/ex_plot --no-eval
+(--lr 1e-4, ten times DFT's default, so that four steps move the curves visibly.)
 train.py writes out/ex_plot/metrics.jsonl: one JSON object per logged step with loss, logp/pos,
 logp/neg, logp0/neg, log_u (the batch's new u), log_u/table_mean (the whole table's), w/mean and
 w/max. Your file defines
@@ -40,10 +41,10 @@ TARGETS = ()
 NEEDS = ("plot",)
 LIMIT = 120  # the grader's evidence trains the run again
 RUNS = os.path.join("out", "ex_plot")
-COMMAND = ("python train.py --loss dft --max-examples 64 --max-steps 8 --log-every 1 "
+COMMAND = ("python train.py --loss dft --max-examples 64 --max-steps 8 --log-every 1 --lr 1e-4 "
            "--out-dir {runs} --no-eval")
 SETTINGS = {"loss": "dft", "init": "data/base", "max_examples": 64, "max_steps": 8,
-            "log_every": 1, "no_eval": True, "tau": None, "gamma": None}
+            "log_every": 1, "no_eval": True, "tau": None, "gamma": None, "lr": 1e-4}
 SERIES = ("log_u/table_mean", "w/mean", "w/max", "logp/pos", "logp/neg", "logp0/neg")
 
 

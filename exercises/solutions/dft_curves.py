@@ -9,10 +9,9 @@ numbers read from the run's metrics.jsonl.
 What the curves show: logp/neg falls below logp0/neg (the same negatives under the base model):
 DFT pushes its negatives down, and log_u (the table's mean) falls with them, since u tracks how much
 the model likes its negatives compared with the base model. w/max rises above 1: the weights single
-out the negatives the model still likes more than the others. logp/pos falls too, in runs this
-short: about a third of the base model's samples are correct answers, and pushing them down drags
-the gold answers down with them (the step-to-step wobble of logp/pos is partly the batch: each step
-sees other prompts).
+out the negatives the model still likes more than the others. logp/pos moves with the batch (each
+step scores other prompts): four steps say little about it; logp/neg - logp0/neg, the same negatives
+under two models, is the curve free of that noise.
 """
 import json
 import os
@@ -60,7 +59,7 @@ def answers(run_dir):
             "logp/neg falls below logp0/neg, the same negatives under the base model: DFT pushes "
             "its negatives down, and log_u falls with them, since u tracks how much the model "
             "likes its negatives compared with the base model. w/max rises above 1: the weights "
-            "single out the negatives the model still likes most. logp/pos falls too: many "
-            "negatives are correct answers, and pushing them down drags the gold answers down "
-            "with them."),
+            "single out the negatives the model still likes most. logp/pos moves with the batch, "
+            "since each step scores other prompts; the difference logp/neg - logp0/neg compares "
+            "the same negatives under two models and is free of that noise."),
     }
