@@ -16,7 +16,8 @@ epochs, batch 32, cosine schedule), and:
   2. seeds at the chosen lr, scored on the TEST split once: --seeds for every method, and
      --paired-seeds for the methods of --pairs, whose difference is reported seed by seed (the same
      seed is the same data order);
-  3. DFT's ablations (--ablations) at DFT's chosen lr, --seeds seeds each, on the test split:
+  3. DFT's ablations (--ablations) at DFT's chosen lr, --paired-seeds seeds each (each is compared
+     with DFT seed by seed), on the test split:
      negatives filtered to wrong answers, tau 0.5, B 8, the exact proposal (temperature 1, no
      top-k), and no negative term at all (train.py --loss nll).
 Every finished run is kept (its final/ and its line in results.json) and skipped when the command
@@ -71,8 +72,9 @@ EVAL_NEG = NegativeSettings(B=2, epochs=1, max_new_tokens=64, seed=1234)
 OWN_FLAGS = ("--loss", "--lr", "--seed", "--out-dir", "--data", "--init", "--max-examples",
              "--negatives-dir", "--no-eval", "--resume", "--overwrite", "--max-steps")
 HALF_DECADE = math.sqrt(10)
-# the paper's claims: DFT beats SFT, and is comparable to SFT then DPO
-DEFAULT_PAIRS = ("sft:dft", "sft>dpo:dft")
+# the papers' claims (DFT beats SFT and is comparable to SFT then DPO; ASFT beats DPO), and DFT2
+# against the DFT it simplifies
+DEFAULT_PAIRS = ("sft:dft", "sft>dpo:dft", "dpo:asft", "dft:dft2")
 
 
 def get_args(argv=None):
@@ -88,8 +90,9 @@ def get_args(argv=None):
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds at the chosen lr")
     p.add_argument("--pairs", nargs="*", default=None, metavar="A:B",
                    help="comparisons reported seed by seed (B - A); their methods get "
-                   "--paired-seeds (default: sft:dft and sft>dpo:dft, those among --methods)")
-    p.add_argument("--paired-seeds", type=positive_int, default=5, help="seeds of paired methods")
+                   f"--paired-seeds (default: {' '.join(DEFAULT_PAIRS)}, those among --methods)")
+    p.add_argument("--paired-seeds", type=positive_int, default=5,
+                   help="seeds of the methods of --pairs and of each ablation")
     p.add_argument("--init", default=DEFAULT_INIT, help="the starting model of every method")
     p.add_argument("--train-data", default=arith.DEFAULT_TRAIN, help="the fine-tuning set")
     p.add_argument("--base-data", default=f"{arith.DEFAULT_DIR}/base.jsonl", help="the "
@@ -173,7 +176,7 @@ def main(argv=None):
         for seed in range(n_seeds(args, m)):
             record(ctx, "test", m, results["chosen_lr"][m], seed)
     for a in args.ablations:
-        for seed in range(args.seeds):
+        for seed in range(args.paired_seeds):
             record(ctx, "test", a, results["chosen_lr"]["dft"], seed)
     return report(args, results)
 
@@ -225,7 +228,8 @@ def plan(args, results):
     for m in trained(args.methods):
         runs += [("grid", m, lr, 0) for lr in results["grid"].get(m, args.lrs)]
         runs += [("test", m, chosen.get(m), s) for s in range(n_seeds(args, m))]
-    runs += [("test", a, chosen.get("dft"), s) for a in args.ablations for s in range(args.seeds)]
+    runs += [("test", a, chosen.get("dft"), s) for a in args.ablations
+             for s in range(args.paired_seeds)]
     return runs
 
 
@@ -398,6 +402,8 @@ def measure_costs(ctx):
     args, timing = ctx.args, {}
     for m in [m for m in trained(args.methods) if m in ctx.results["chosen_lr"]]:
         lr = ctx.results["chosen_lr"][m]
+        if m.startswith("sft>"):  # its starting model (its cost is SFT's, counted in the report)
+            train_run(ctx, "sft", ctx.results["chosen_lr"]["sft"], 0)
         out = os.path.join(args.out, "timing", m.replace(">", "-"))
         argv = train_argv(ctx, m, lr, 0)
         argv[argv.index("--out-dir") + 1] = out
@@ -432,6 +438,12 @@ def mean_sd(xs, pct=False, digits=3):
     fmt = f".{1 if pct else digits}f"
     mean = format(scale * statistics.mean(xs), fmt)
     return mean if len(xs) == 1 else f"{mean} ± {format(scale * statistics.stdev(xs), fmt)}"
+
+
+def signed_mean_sd(diffs):
+    """A difference in points, its sign always shown."""
+    text = mean_sd(diffs, pct=True)
+    return text if text.startswith("-") else "+" + text
 
 
 def full_run_s(results, method):
@@ -477,12 +489,13 @@ def main_table(results):
 
 def paired_differences(results, a, b, key="exact_match"):
     """Per seed, b's metric minus a's (the same seed: the same data order), for the seeds both have
-    at their chosen lr."""
+    at their chosen lr (an ablation's is DFT's)."""
     chosen = results["chosen_lr"]
     by_seed = {}
     for m in (a, b):
+        lr = chosen.get("dft") if m in ABLATIONS else chosen.get(m)
         for r in results["runs"].values():
-            if r["method"] == m and r["lr"] == chosen.get(m) and key in r.get("test", {}):
+            if r["method"] == m and r["lr"] == lr and key in r.get("test", {}):
                 by_seed.setdefault(r["seed"], {})[m] = r["test"][key]
     return [s[b] - s[a] for _, s in sorted(by_seed.items()) if a in s and b in s]
 
@@ -495,7 +508,7 @@ def paired_table(results):
         if diff:
             seeds = ", ".join(f"{100 * d:+.1f}" for d in diff)
             ahead = f"{b} in {sum(d > 0 for d in diff)} of {len(diff)}"
-            rows.append(f"| {b} − {a} | {seeds} | {mean_sd(diff, pct=True)} | {ahead} |")
+            rows.append(f"| {b} − {a} | {seeds} | {signed_mean_sd(diff)} | {ahead} |")
     if not rows:
         return ""
     head = ["| comparison (test exact match, points) | per seed | mean ± sd | ahead |",
@@ -522,8 +535,9 @@ def ablation_table(results):
     abl = [m for m in ABLATIONS if any(r["method"] == m for r in results["runs"].values())]
     if not abl or "dft" not in chosen:
         return ""
-    out = ["| DFT variant | exact match % | nll/token | train negatives correct % | identical % | "
-           "logp/pos | logp/neg/wrong | stops early % |", "|---" * 8 + "|"]
+    out = ["| DFT variant | exact match % | − dft, paired (ahead in) | nll/token | "
+           "train negatives correct % | identical % | logp/pos | logp/neg/wrong | stops early % |",
+           "|---" * 9 + "|"]
     for m in ["dft"] + abl:
         negs = [r.get("train_negatives", {}) for r in results["runs"].values()
                 if r["method"] == m and r["lr"] == chosen["dft"] and "test" in r]
@@ -535,9 +549,12 @@ def ablation_table(results):
         def cell(k, pct=False):
             return mean_sd(values(results, m, chosen["dft"], k), pct)
 
+        diff = paired_differences(results, "dft", m) if m != "dft" else []
+        paired = f"{signed_mean_sd(diff)} ({sum(d > 0 for d in diff)} of {len(diff)})"
         out.append(f"| {m} | " + " | ".join([
-            cell("exact_match", True), cell("nll"), share("neg/correct"), share("neg/identical"),
-            cell("logp/pos"), cell("logp/neg/wrong"), cell("mistake/stops early", True)]) + " |")
+            cell("exact_match", True), paired if diff else "-", cell("nll"), share("neg/correct"),
+            share("neg/identical"), cell("logp/pos"), cell("logp/neg/wrong"),
+            cell("mistake/stops early", True)]) + " |")
     return "\n".join(out)
 
 

@@ -309,18 +309,18 @@ LOSSES = {
         dft2_loss,
         dict(pos_avg_logps="pos", neg_avg_logps="neg", log_u="log_u"),
         {"tau": HParam(0.3, TAU, low=0), "gamma": HParam(0.9, GAMMA, low=0, high=1)},
-        length_normalized=True),
+        length_normalized=True, lr=10**-5.5),
     "asft": LossSpec(
         asft_loss,
         dict(chosen_avg_logps="pos", rejected_avg_logps="neg"),
         {"lam": HParam(0.1, LAM, low=0, low_inclusive=True), "beta": HParam(1.0, ASFT_BETA, low=0)},
-        length_normalized=True, pairs_with_rejected=True),
+        length_normalized=True, pairs_with_rejected=True, lr=1e-5),
     "dpo": LossSpec(
         dpo_loss,
         dict(chosen_logps="pos", rejected_logps="neg",
              ref_chosen_logps="ref_pos", ref_rejected_logps="ref_neg"),
         {"beta": HParam(0.1, DPO_BETA, low=0), "label_smoothing": SMOOTHING},
-        pairs_with_rejected=True),
+        pairs_with_rejected=True, lr=10**-5.5),
 }
 
 

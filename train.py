@@ -108,7 +108,7 @@ def optimization_flags(p):
                    help="prompts per forward pass on one rank")
     g.add_argument("--lr", type=nonneg_float, default=None, help="peak learning rate of AdamW "
                    "(default: the loss's lr chosen on the built-in task's validation split: " +
-                   ", ".join(f"{name} {spec.lr:g}" for name, spec in losses.LOSSES.items()) + ")")
+                   ", ".join(f"{name} {spec.lr:.3g}" for name, spec in losses.LOSSES.items()) + ")")
     g.add_argument("--warmup", type=fraction, default=0.1,
                    help="fraction of steps of linear warmup, then cosine decay to 0")
     g.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="on matrices only")

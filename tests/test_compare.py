@@ -131,6 +131,24 @@ def test_plan_runs_nothing(tiny, capsys):
     assert "plan: 16 scorings (16 to do)" in out and "grid  sft " in out
 
 
+def test_paired_methods_and_ablations_get_paired_seeds_and_a_seed_by_seed_difference():
+    args = compare.get_args(["--methods", "sft", "dft", "dpo", "--ablations", "dft-B8", "--seeds",
+                             "2", "--paired-seeds", "3", "--pairs", "sft:dft"])
+    empty = {"runs": {}, "chosen_lr": {}, "grid": {}}
+    tests = [(m, s) for stage, m, _, s in compare.plan(args, empty) if stage == "test"]
+    assert {m: sum(t[0] == m for t in tests) for m in ("sft", "dft", "dpo", "dft-B8")} == {
+        "sft": 3, "dft": 3, "dpo": 2, "dft-B8": 3}
+    # an ablation is compared with DFT seed by seed, at DFT's chosen lr (other lrs ignored)
+    runs = {f"{m}/{lr}/{s}": {"method": m, "lr": lr, "seed": s, "test": {"exact_match": em}}
+            for m, lr, s, em in [("dft", 1e-5, 0, 0.50), ("dft", 1e-5, 1, 0.52),
+                                 ("dft-B8", 1e-5, 0, 0.53), ("dft-B8", 1e-5, 1, 0.53),
+                                 ("dft-B8", 1e-4, 2, 0.99), ("dft-B8", 1e-5, 3, 0.99)]}
+    results = {"runs": runs, "chosen_lr": {"dft": 1e-5}, "grid": {}}
+    assert compare.paired_differences(results, "dft", "dft-B8") == pytest.approx([0.03, 0.01])
+    row = [r for r in compare.ablation_table(results).splitlines() if r.startswith("| dft-B8 |")]
+    assert row[0].split(" | ")[2] == "+2.0 ± 1.4 (2 of 2)"
+
+
 def test_bad_protocol_flags(tiny, capsys):
     for extra, says in ((["--seeds", "0"], "--seeds must be >= 1"),
                         (["--methods", "sft>dpo", "--ablations"], "add sft to --methods"),
