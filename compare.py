@@ -549,7 +549,7 @@ def ablation_table(results):
         def cell(k, pct=False):
             return mean_sd(values(results, m, chosen["dft"], k), pct)
 
-        diff = paired_differences(results, "dft", m) if m != "dft" else []
+        diff = paired_differences(results, "dft", m) if m in ABLATIONS else []
         paired = f"{signed_mean_sd(diff)} ({sum(d > 0 for d in diff)} of {len(diff)})"
         out.append(f"| {m} | " + " | ".join([
             cell("exact_match", True), paired if diff else "-", cell("nll"), share("neg/correct"),
