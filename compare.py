@@ -446,6 +446,11 @@ def signed_mean_sd(diffs):
     return text if text.startswith("-") else "+" + text
 
 
+def seeds_ahead(diffs):
+    """In how many seeds the second method of a paired difference is ahead: "k of n"."""
+    return f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
+
+
 def full_run_s(results, method):
     """A method's cost as measured by --timing: sampling + reference scoring + the steps of a run
     (and, for sft>*, the SFT run it starts from). None when not measured."""
@@ -507,7 +512,7 @@ def paired_table(results):
         diff = paired_differences(results, a, b)
         if diff:
             seeds = ", ".join(f"{100 * d:+.1f}" for d in diff)
-            ahead = f"{b} in {sum(d > 0 for d in diff)} of {len(diff)}"
+            ahead = f"{b} in {seeds_ahead(diff)}"
             rows.append(f"| {b} − {a} | {seeds} | {signed_mean_sd(diff)} | {ahead} |")
     if not rows:
         return ""
@@ -550,9 +555,9 @@ def ablation_table(results):
             return mean_sd(values(results, m, chosen["dft"], k), pct)
 
         diff = paired_differences(results, "dft", m) if m in ABLATIONS else []
-        paired = f"{signed_mean_sd(diff)} ({sum(d > 0 for d in diff)} of {len(diff)})"
+        paired = f"{signed_mean_sd(diff)} ({seeds_ahead(diff)})" if diff else "-"
         out.append(f"| {m} | " + " | ".join([
-            cell("exact_match", True), paired if diff else "-", cell("nll"), share("neg/correct"),
+            cell("exact_match", True), paired, cell("nll"), share("neg/correct"),
             share("neg/identical"), cell("logp/pos"), cell("logp/neg/wrong"),
             cell("mistake/stops early", True)]) + " |")
     return "\n".join(out)
